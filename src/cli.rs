@@ -1,0 +1,305 @@
+//! Command-line definitions (clap derive). This layer only parses flags into plain
+//! structs; the work lives in `pipeline`, `inspect` and the stage modules.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::config::{ImageFormat, KeyposeFrom, ResizeMode, SourceKind};
+
+const ABOUT: &str = "Turn public image datasets into training data for controllable diffusion \
+adapters (T2I-Adapter style): images, captions and condition maps in Parquet shards that \
+HF `datasets` and diffusers' trainers load directly.";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  # The bundled demo data, offline:
+  prep build --source demo --condition color,keypose,seg,canny --out out/demo
+  prep inspect out/demo --grid out/demo-grid.png
+
+  # COCO 2017 with ground-truth keypoints and COCO-Stuff maps:
+  prep build --source coco --input /data/coco --split val2017 \\
+      --condition color,keypose,seg --image-format png --out out/coco-val
+";
+
+#[derive(Debug, Parser)]
+#[command(name = "prep", version, about = ABOUT, after_help = MAIN_EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Command {
+    /// Build a dataset: source -> decode -> preprocess -> conditions -> Parquet shards.
+    #[command(after_help = BUILD_EXAMPLES)]
+    Build(BuildCommand),
+    /// Summarise a built dataset; optionally write a contact sheet of a few rows.
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect(InspectArgs),
+}
+
+const BUILD_EXAMPLES: &str = "\
+Examples:
+  prep build --source demo --condition color,keypose,seg,canny --out out/demo
+  prep build --source coco --input /data/coco --split val2017 \\
+      --condition color,keypose,seg --resolution 512 --image-format png --out out/coco-val
+  prep build --source folder --input ./photos --condition canny,color --out out/photos
+  prep build --source laion --input laion-aesthetics.parquet --min-aesthetic 6 \\
+      --max-punsafe 0.5 --max-pwatermark 0.8 --condition color --out out/laion
+  prep build --config pipelines/coco-val.toml --shard 0/4     # one of four machines
+  prep build --config pipelines/coco-val.toml --dry-run       # print the plan only
+
+Re-running a command skips shards that are already complete; an interrupted run
+resumes where it stopped.";
+
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  prep inspect out/demo
+  prep inspect out/demo --grid grid.png --rows 4";
+
+#[derive(Debug, Args)]
+pub struct BuildCommand {
+    #[command(flatten)]
+    pub args: BuildArgs,
+
+    /// Read settings from a pipeline TOML file (keys as the long flags, with `_` or `-`);
+    /// flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output directory (data/, stats/, dataset.json).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Take only shards with index ≡ I (mod N), so N processes can fill one output.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
+    /// Worker threads for decoding, conditions and encoding (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Print the plan (source, shards, columns, what is already done) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// No progress bar (also off when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Settings that shape the output. Also the schema of `pipelines/*.toml`.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BuildArgs {
+    /// Where records come from.
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+
+    /// COCO root, image folder, or LAION metadata file (not for --source demo).
+    #[arg(long, value_name = "PATH")]
+    pub input: Option<PathBuf>,
+
+    /// COCO split [default: train2017; demo for --source demo].
+    #[arg(long)]
+    pub split: Option<String>,
+
+    /// Conditions to compute, comma separated: color, keypose, seg, canny.
+    #[arg(long, value_name = "LIST")]
+    #[serde(deserialize_with = "string_or_list")]
+    pub condition: Option<String>,
+
+    /// Output side length in pixels [default: 512].
+    #[arg(long, value_name = "PX")]
+    pub resolution: Option<u32>,
+
+    /// How images are fitted to the resolution [default: center-crop].
+    #[arg(long, value_enum)]
+    pub resize_mode: Option<ResizeMode>,
+
+    /// Encoding of the `image` column; condition maps are always PNG [default: jpeg].
+    #[arg(long, value_enum)]
+    pub image_format: Option<ImageFormat>,
+
+    /// JPEG quality [default: 95].
+    #[arg(long, value_name = "Q")]
+    pub jpeg_quality: Option<u8>,
+
+    /// Draw at most this many persons per image for keypose [default: all].
+    #[arg(long, value_name = "N")]
+    pub max_persons: Option<usize>,
+
+    /// Keypoints from ground truth or from a pose model [default: gt].
+    #[arg(long, value_enum)]
+    pub keypose_from: Option<KeyposeFrom>,
+
+    /// Records per shard [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub shard_size: Option<usize>,
+
+    /// Use only the first N records of the source.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// LAION: column holding the image URL [default: URL].
+    #[arg(long, value_name = "NAME")]
+    pub url_col: Option<String>,
+
+    /// LAION: column holding the caption [default: TEXT].
+    #[arg(long, value_name = "NAME")]
+    pub caption_col: Option<String>,
+
+    /// LAION: keep rows with aesthetic score >= X.
+    #[arg(long, value_name = "X")]
+    pub min_aesthetic: Option<f64>,
+
+    /// LAION: keep rows with punsafe <= X.
+    #[arg(long, value_name = "X")]
+    pub max_punsafe: Option<f64>,
+
+    /// LAION: keep rows with pwatermark <= X.
+    #[arg(long, value_name = "X")]
+    pub max_pwatermark: Option<f64>,
+
+    /// Keep images whose original width and height are both >= PX.
+    #[arg(long, value_name = "PX")]
+    pub min_size: Option<u32>,
+
+    /// Refuse images with more pixels than this before decoding [default: 89478485].
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
+
+    /// LAION: HTTP timeout per request in seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// LAION: HTTP requests in flight [default: 64].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+/// `condition = "a,b"` and `condition = ["a", "b"]` are both accepted in TOML.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        None => None,
+        Some(Either::One(s)) => Some(s),
+        Some(Either::Many(v)) => Some(v.join(",")),
+    })
+}
+
+/// A pipeline file: the build settings plus where the output goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PipelineFile {
+    #[serde(default)]
+    out: Option<PathBuf>,
+    #[serde(flatten)]
+    build: BuildArgs,
+}
+
+impl BuildCommand {
+    /// Merge the `--config` file under the command-line flags. Returns the merged settings
+    /// and the output directory.
+    pub fn merged(&self) -> Result<(BuildArgs, PathBuf)> {
+        let file = match &self.config {
+            None => PipelineFile::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read pipeline file {}", path.display()))?;
+                let mut file: PipelineFile = toml::from_str(&normalise_keys(&text)).with_context(|| {
+                    format!(
+                        "{} is not a valid pipeline file (keys are the long flags of `prep build`, e.g. source = \"coco\")",
+                        path.display()
+                    )
+                })?;
+                // Relative paths in a pipeline file are relative to the file itself.
+                let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+                if let Some(i) = &file.build.input {
+                    if i.is_relative() {
+                        file.build.input = Some(base.join(i));
+                    }
+                }
+                if let Some(o) = &file.out {
+                    if o.is_relative() {
+                        file.out = Some(base.join(o));
+                    }
+                }
+                file
+            }
+        };
+        let a = &self.args;
+        let f = file.build;
+        let merged = BuildArgs {
+            source: a.source.or(f.source),
+            input: a.input.clone().or(f.input),
+            split: a.split.clone().or(f.split),
+            condition: a.condition.clone().or(f.condition),
+            resolution: a.resolution.or(f.resolution),
+            resize_mode: a.resize_mode.or(f.resize_mode),
+            image_format: a.image_format.or(f.image_format),
+            jpeg_quality: a.jpeg_quality.or(f.jpeg_quality),
+            max_persons: a.max_persons.or(f.max_persons),
+            keypose_from: a.keypose_from.or(f.keypose_from),
+            shard_size: a.shard_size.or(f.shard_size),
+            limit: a.limit.or(f.limit),
+            url_col: a.url_col.clone().or(f.url_col),
+            caption_col: a.caption_col.clone().or(f.caption_col),
+            min_aesthetic: a.min_aesthetic.or(f.min_aesthetic),
+            max_punsafe: a.max_punsafe.or(f.max_punsafe),
+            max_pwatermark: a.max_pwatermark.or(f.max_pwatermark),
+            min_size: a.min_size.or(f.min_size),
+            max_pixels: a.max_pixels.or(f.max_pixels),
+            timeout: a.timeout.or(f.timeout),
+            concurrency: a.concurrency.or(f.concurrency),
+        };
+        let out = self
+            .out
+            .clone()
+            .or(file.out)
+            .context("no --out given: name the output directory, e.g. --out out/demo")?;
+        Ok((merged, out))
+    }
+}
+
+/// Turn `snake_case` keys at the start of TOML lines into `kebab-case` so both spellings work.
+fn normalise_keys(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            match trimmed.split_once('=') {
+                Some((key, rest)) if !trimmed.starts_with('#') && !key.contains('"') => {
+                    let indent = &line[..line.len() - trimmed.len()];
+                    format!("{indent}{}={rest}", key.replace('_', "-"))
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A directory written by `prep build`.
+    pub dir: PathBuf,
+    /// Write a contact sheet (image | conditions, one row per record) to this PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub grid: Option<PathBuf>,
+    /// Records in the contact sheet.
+    #[arg(long, default_value_t = 4)]
+    pub rows: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

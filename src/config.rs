@@ -1,0 +1,270 @@
+//! The resolved configuration of a `prep build` run.
+//!
+//! CLI flags and `pipelines/*.toml` files fill the same [`crate::cli::BuildArgs`] type;
+//! [`BuildConfig::resolve`] applies defaults and validates. The resolved config is written
+//! into `dataset.json`, so every run can be replayed, and its [`BuildConfig::fingerprint`]
+//! guards resumption: an output directory is only ever continued with the settings that
+//! started it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cli::BuildArgs;
+use crate::condition::ConditionKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// COCO 2017 layout under --input (captions, optional keypoints and COCO-Stuff maps).
+    Coco,
+    /// A folder of images with same-stem .txt captions or an HF imagefolder metadata.jsonl.
+    Folder,
+    /// A LAION-style metadata file (parquet, csv, tsv, jsonl) with image URLs.
+    Laion,
+    /// The small dataset bundled with prep (offline).
+    Demo,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Coco => "coco",
+            SourceKind::Folder => "folder",
+            SourceKind::Laion => "laion",
+            SourceKind::Demo => "demo",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    /// Shortest side to R, then centre crop to R×R (diffusers' trainer).
+    CenterCrop,
+    /// Shortest side to R, aspect ratio kept, no crop.
+    KeepRatio,
+    /// Resize to R×R ignoring the aspect ratio.
+    Stretch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+    /// Lossless WebP.
+    Webp,
+}
+
+impl ImageFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpg",
+            ImageFormat::Png => "png",
+            ImageFormat::Webp => "webp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyposeFrom {
+    /// Draw ground-truth keypoints from the source's annotations (COCO person_keypoints).
+    Gt,
+    /// Detect keypoints with a pose model (needs the ONNX model runtime).
+    Model,
+}
+
+/// LAION metadata filters; a row failing one is recorded as filtered, not built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    pub min_aesthetic: Option<f64>,
+    pub max_punsafe: Option<f64>,
+    pub max_pwatermark: Option<f64>,
+    /// Minimum of the original width and height, in pixels.
+    pub min_size: Option<u32>,
+}
+
+/// Everything that determines the bytes of the output. Runtime knobs that do not change
+/// the output (threads, `--shard`, `--dry-run`) are not part of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildConfig {
+    pub source: SourceKind,
+    pub input: Option<PathBuf>,
+    pub split: String,
+    pub url_col: String,
+    pub caption_col: String,
+    pub filters: Filters,
+    pub conditions: Vec<ConditionKind>,
+    pub resolution: u32,
+    pub resize_mode: ResizeMode,
+    pub image_format: ImageFormat,
+    pub jpeg_quality: u8,
+    pub max_persons: Option<usize>,
+    pub keypose_from: KeyposeFrom,
+    pub shard_size: usize,
+    pub limit: Option<u64>,
+    /// Largest image (width × height) decoded; larger ones are per-row failures.
+    pub max_pixels: u64,
+    /// HTTP timeout per request, seconds (laion).
+    pub timeout_secs: f64,
+    /// HTTP requests in flight (laion).
+    pub concurrency: usize,
+}
+
+/// How this process shares the shard list with others: it takes the shards whose index
+/// is ≡ `index` (mod `count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSelector {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl ShardSelector {
+    pub const ALL: ShardSelector = ShardSelector { index: 0, count: 1 };
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let (i, n) = s
+            .split_once('/')
+            .with_context(|| format!("--shard {s:?}: expected I/N, e.g. --shard 0/4"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .with_context(|| format!("--shard {s:?}: I must be a non-negative integer"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .with_context(|| format!("--shard {s:?}: N must be a positive integer"))?;
+        if count == 0 || index >= count {
+            bail!("--shard {s:?}: need 0 <= I < N (e.g. --shard 0/2 and --shard 1/2 for two machines)");
+        }
+        Ok(ShardSelector { index, count })
+    }
+
+    pub fn takes(&self, shard: usize) -> bool {
+        shard % self.count == self.index
+    }
+}
+
+impl BuildConfig {
+    /// Apply defaults and check flag combinations. `args` is already merged (CLI over TOML).
+    pub fn resolve(args: &BuildArgs) -> Result<Self> {
+        let source = args
+            .source
+            .context("no --source given: use --source coco|folder|laion|demo (or set `source` in the --config file)")?;
+        let input = args.input.clone();
+        if source != SourceKind::Demo && input.is_none() {
+            bail!(
+                "--source {} needs --input (the {})",
+                source.name(),
+                match source {
+                    SourceKind::Coco =>
+                        "COCO root holding annotations/ and the split's image folder",
+                    SourceKind::Folder => "folder of images",
+                    _ => "metadata file: .parquet, .csv, .tsv or .jsonl",
+                }
+            );
+        }
+        if source == SourceKind::Demo && input.is_some() {
+            bail!("--source demo uses the bundled data and takes no --input; use --source coco --input DIR for your own COCO-layout data");
+        }
+        let conditions = match &args.condition {
+            Some(list) => ConditionKind::parse_list(list)?,
+            None => Vec::new(),
+        };
+        let resolution = args.resolution.unwrap_or(512);
+        if !(8..=8192).contains(&resolution) {
+            bail!("--resolution {resolution}: must be between 8 and 8192 pixels");
+        }
+        let shard_size = args.shard_size.unwrap_or(1000);
+        if shard_size == 0 {
+            bail!("--shard-size must be at least 1");
+        }
+        let jpeg_quality = args.jpeg_quality.unwrap_or(95);
+        if !(1..=100).contains(&jpeg_quality) {
+            bail!("--jpeg-quality {jpeg_quality}: must be 1..=100");
+        }
+        let keypose_from = args.keypose_from.unwrap_or(KeyposeFrom::Gt);
+        if conditions.contains(&ConditionKind::Keypose) && keypose_from == KeyposeFrom::Model {
+            bail!("--keypose-from model needs the ONNX model runtime, which this build of prep does not include yet; use --keypose-from gt with a COCO source (person_keypoints_*.json)");
+        }
+        let filters = Filters {
+            min_aesthetic: args.min_aesthetic,
+            max_punsafe: args.max_punsafe,
+            max_pwatermark: args.max_pwatermark,
+            min_size: args.min_size,
+        };
+        if source != SourceKind::Laion
+            && (filters.min_aesthetic.is_some()
+                || filters.max_punsafe.is_some()
+                || filters.max_pwatermark.is_some())
+        {
+            bail!("--min-aesthetic/--max-punsafe/--max-pwatermark filter LAION metadata columns; they need --source laion");
+        }
+        let timeout_secs = args.timeout.unwrap_or(10.0);
+        if timeout_secs.is_nan() || timeout_secs <= 0.0 {
+            bail!("--timeout must be a positive number of seconds");
+        }
+        Ok(BuildConfig {
+            source,
+            input,
+            split: args.split.clone().unwrap_or_else(|| {
+                if source == SourceKind::Demo {
+                    "demo".into()
+                } else {
+                    "train2017".into()
+                }
+            }),
+            url_col: args.url_col.clone().unwrap_or_else(|| "URL".into()),
+            caption_col: args.caption_col.clone().unwrap_or_else(|| "TEXT".into()),
+            filters,
+            conditions,
+            resolution,
+            resize_mode: args.resize_mode.unwrap_or(ResizeMode::CenterCrop),
+            image_format: args.image_format.unwrap_or(ImageFormat::Jpeg),
+            jpeg_quality,
+            max_persons: args.max_persons,
+            keypose_from,
+            shard_size,
+            limit: args.limit,
+            max_pixels: args.max_pixels.unwrap_or(89_478_485),
+            timeout_secs,
+            concurrency: args.concurrency.unwrap_or(64).max(1),
+        })
+    }
+
+    /// sha256 over the canonical JSON of everything that shapes the output bytes.
+    pub fn fingerprint(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        // The input path may be spelled differently across machines (relative vs absolute,
+        // another mount point); what it contains is what matters, so it is not part of the
+        // fingerprint. Everything else is.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("input");
+        }
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_selector_parses_and_partitions() {
+        let s = ShardSelector::parse("1/3").unwrap();
+        assert_eq!(s, ShardSelector { index: 1, count: 3 });
+        let taken: Vec<usize> = (0..7).filter(|&i| s.takes(i)).collect();
+        assert_eq!(taken, vec![1, 4]);
+        for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
+            assert!(
+                ShardSelector::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
+        }
+    }
+}

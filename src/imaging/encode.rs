@@ -1,0 +1,77 @@
+//! Pixels → file bytes. Deterministic: the same pixels always give the same bytes.
+
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::codecs::webp::WebPEncoder;
+use image::{ExtendedColorType, ImageEncoder};
+
+use crate::config::ImageFormat;
+use crate::error::RowFailure;
+
+/// Encode interleaved 8-bit pixels (1 = gray, 3 = RGB channels).
+pub fn encode(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    channels: u8,
+    format: ImageFormat,
+    jpeg_quality: u8,
+) -> Result<Vec<u8>, RowFailure> {
+    let color = match channels {
+        1 => ExtendedColorType::L8,
+        3 => ExtendedColorType::Rgb8,
+        n => return Err(RowFailure::new("encode_error", format!("{n} channels"))),
+    };
+    let mut out = Vec::with_capacity(pixels.len() / 2);
+    let res = match format {
+        ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, jpeg_quality)
+            .write_image(pixels, width, height, color),
+        ImageFormat::Png => {
+            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+                .write_image(pixels, width, height, color)
+        }
+        ImageFormat::Webp => {
+            // The WebP encoder takes RGB(A) only.
+            if channels == 1 {
+                let rgb: Vec<u8> = pixels.iter().flat_map(|&v| [v, v, v]).collect();
+                WebPEncoder::new_lossless(&mut out).write_image(
+                    &rgb,
+                    width,
+                    height,
+                    ExtendedColorType::Rgb8,
+                )
+            } else {
+                WebPEncoder::new_lossless(&mut out).write_image(pixels, width, height, color)
+            }
+        }
+    };
+    res.map_err(|e| RowFailure::new("encode_error", e.to_string()))?;
+    Ok(out)
+}
+
+/// Condition maps are always lossless PNG.
+pub fn encode_png(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    channels: u8,
+) -> Result<Vec<u8>, RowFailure> {
+    encode(pixels, width, height, channels, ImageFormat::Png, 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_and_webp_are_lossless_and_deterministic() {
+        let px: Vec<u8> = (0..(32 * 16 * 3)).map(|i| (i * 7 % 251) as u8).collect();
+        for fmt in [ImageFormat::Png, ImageFormat::Webp] {
+            let a = encode(&px, 32, 16, 3, fmt, 95).unwrap();
+            let b = encode(&px, 32, 16, 3, fmt, 95).unwrap();
+            assert_eq!(a, b);
+            let back = image::load_from_memory(&a).unwrap().into_rgb8();
+            assert_eq!(back.as_raw(), &px, "{fmt:?} must be lossless");
+        }
+    }
+}

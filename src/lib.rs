@@ -1,0 +1,18 @@
+//! prep: public image datasets → training data for controllable diffusion adapters.
+//!
+//! See docs/ARCHITECTURE.md for the code map. The binary (`src/main.rs`) only parses
+//! flags ([`cli`]) and calls [`pipeline::build`] or [`inspect`].
+
+pub mod cli;
+pub mod condition;
+pub mod config;
+pub mod cvops;
+pub mod error;
+pub mod imaging;
+pub mod inspect;
+pub mod load;
+pub mod manifest;
+pub mod pipeline;
+pub mod record;
+pub mod sink;
+pub mod source;

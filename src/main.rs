@@ -1,0 +1,84 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use prep::cli::{Cli, Command};
+use prep::config::{BuildConfig, ShardSelector};
+use prep::pipeline::{self, RunOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Build(cmd) => {
+            let (args, out) = cmd.merged()?;
+            let cfg = BuildConfig::resolve(&args)?;
+            let shard = match &cmd.shard {
+                Some(s) => ShardSelector::parse(s)?,
+                None => ShardSelector::ALL,
+            };
+            let opts = RunOptions {
+                threads: cmd.threads,
+                shard,
+                dry_run: cmd.dry_run,
+                progress: !cmd.quiet,
+                command: std::env::args().collect(),
+            };
+            let s = pipeline::build(&cfg, &out, &opts)?;
+            if cmd.dry_run {
+                return Ok(());
+            }
+            let failed: usize = s.failed.values().sum();
+            eprintln!(
+                "built {} shard(s) ({} rows, {} failed{}), skipped {} already complete; {} records in {} shard(s) total{}",
+                s.built.len(),
+                s.rows,
+                failed,
+                if failed > 0 {
+                    format!(
+                        ": {}",
+                        s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                    )
+                } else {
+                    String::new()
+                },
+                s.skipped.len(),
+                s.num_records,
+                s.num_shards,
+                if s.complete { ", complete" } else { ", not complete yet (other --shard processes, or re-run)" }
+            );
+            eprintln!("output: {}", out.display());
+            Ok(())
+        }
+        Command::Inspect(args) => {
+            let summary = prep::inspect::summarize(&args.dir)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                prep::inspect::print(&summary);
+            }
+            if let Some(grid) = &args.grid {
+                let cols = prep::inspect::grid(&args.dir, grid, args.rows, 256)?;
+                eprintln!(
+                    "wrote {} ({} rows: {})",
+                    grid.display(),
+                    args.rows,
+                    cols.join(" | ")
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The sink: finished rows → committed shards, their stats, and the dataset manifest.
+//!
+//! Output layout:
+//!
+//! ```text
+//! OUT/data/part-00000.parquet     rows of shard 0 (HF `datasets` loadable)
+//! OUT/stats/part-00000.json       rows, failures by class (with keys), timing, sha256
+//! OUT/dataset.json                config, source, columns, per-shard sha256, totals
+//! ```
+//!
+//! Commit protocol per shard: the Parquet file is streamed to a temporary name while its
+//! sha256 is computed, then the stats file is committed, then the Parquet file is renamed
+//! into place. The Parquet rename is the commit point: a shard is complete when its
+//! Parquet file exists, its stats exist with this run's config fingerprint, and the stats'
+//! byte count matches the file. Anything else is redone.
+
+pub mod parquet;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use self::parquet::{DatasetSchema, Row, ShardWriter};
+pub use self::store::LocalStore;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub fn data_rel(shard: usize) -> String {
+    format!("data/part-{shard:05}.parquet")
+}
+
+pub fn stats_rel(shard: usize) -> String {
+    format!("stats/part-{shard:05}.json")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailureEntry {
+    pub key: String,
+    pub class: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileInfo {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `stats/part-XXXXX.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardStats {
+    pub shard: usize,
+    pub prep_version: String,
+    pub fingerprint: String,
+    /// Input records assigned to this shard (built + failed + filtered).
+    pub input_rows: usize,
+    /// Rows written to the Parquet file.
+    pub rows: usize,
+    /// Failures by class.
+    pub failed: BTreeMap<String, usize>,
+    /// Rows dropped by filters, by reason.
+    pub filtered: BTreeMap<String, usize>,
+    /// Every failed row with its class and what happened.
+    pub failures: Vec<FailureEntry>,
+    pub seconds: f64,
+    pub parquet: FileInfo,
+}
+
+/// Is shard `k` complete for this fingerprint? `Err` when it was built with other settings.
+pub fn shard_complete(store: &LocalStore, shard: usize, fingerprint: &str) -> Result<bool> {
+    let data = data_rel(shard);
+    let stats = stats_rel(shard);
+    let Some(size) = store.size(&data) else {
+        return Ok(false);
+    };
+    if !store.exists(&stats) {
+        return Ok(false);
+    }
+    let s: ShardStats = match serde_json::from_slice(&store.read(&stats)?) {
+        Ok(s) => s,
+        Err(_) => return Ok(false), // unreadable stats: redo the shard
+    };
+    if s.fingerprint != fingerprint {
+        bail!(
+            "{} was built with different settings (fingerprint {} vs {}); use a new --out, or delete {} to rebuild",
+            store.path(&stats).display(),
+            &s.fingerprint[..12.min(s.fingerprint.len())],
+            &fingerprint[..12],
+            store.root().display()
+        );
+    }
+    Ok(s.parquet.bytes == size)
+}
+
+/// A `Write` that hashes and counts what passes through.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes shards into a [`LocalStore`], one at a time.
+pub struct ParquetSink {
+    store: LocalStore,
+    schema: DatasetSchema,
+    resolution: u32,
+    current: Option<(usize, PathBuf, ShardWriter)>,
+}
+
+impl ParquetSink {
+    pub fn new(store: LocalStore, schema: DatasetSchema, resolution: u32) -> Result<Self> {
+        store.ensure_dir("data")?;
+        store.ensure_dir("stats")?;
+        Ok(ParquetSink {
+            store,
+            schema,
+            resolution,
+            current: None,
+        })
+    }
+
+    pub fn begin_shard(&mut self, shard: usize) -> Result<()> {
+        self.abort_shard();
+        let rel = data_rel(shard);
+        self.store.clear_stale_temps(&rel);
+        self.store.clear_stale_temps(&stats_rel(shard));
+        let tmp = self.store.temp_path(&rel);
+        let writer = ShardWriter::create(&tmp, &self.schema, self.resolution)?;
+        self.current = Some((shard, tmp, writer));
+        Ok(())
+    }
+
+    pub fn write(&mut self, rows: &[Row]) -> Result<()> {
+        match &mut self.current {
+            Some((_, _, w)) => w.write(rows),
+            None => bail!("internal error: rows written before a shard began"),
+        }
+    }
+
+    /// Finish, hash and commit the current shard; returns the stats as committed.
+    pub fn commit_shard(&mut self, mut stats: ShardStats) -> Result<ShardStats> {
+        let Some((shard, tmp, writer)) = self.current.take() else {
+            bail!("internal error: commit without a shard");
+        };
+        debug_assert_eq!(shard, stats.shard);
+        stats.rows = writer.finish()?;
+        let (bytes, sha256) = hash_file(&tmp)?;
+        let rel = data_rel(shard);
+        stats.parquet = FileInfo {
+            file: rel.clone(),
+            bytes,
+            sha256,
+        };
+        let json = serde_json::to_vec_pretty(&stats)?;
+        self.store.put_atomic(&stats_rel(shard), &json)?;
+        self.store.commit_file(&tmp, &rel)?;
+        Ok(stats)
+    }
+
+    /// Drop an unfinished shard's temporary file.
+    pub fn abort_shard(&mut self) {
+        if let Some((_, tmp, writer)) = self.current.take() {
+            drop(writer);
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        self.abort_shard();
+    }
+}
+
+fn hash_file(path: &std::path::Path) -> Result<(u64, String)> {
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot read back {}", path.display()))?;
+    let mut w = HashingWriter {
+        inner: std::io::sink(),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    std::io::copy(&mut f, &mut w)?;
+    Ok((w.bytes, hex::encode(w.hasher.finalize())))
+}
+
+/// Read every committed stats file of shards `0..num_shards` (missing ones are skipped).
+pub fn read_all_stats(store: &LocalStore, num_shards: usize) -> Result<Vec<ShardStats>> {
+    let mut out = Vec::new();
+    for k in 0..num_shards {
+        let rel = stats_rel(k);
+        if !store.exists(&rel) || !store.exists(&data_rel(k)) {
+            continue;
+        }
+        let s: ShardStats = serde_json::from_slice(&store.read(&rel)?)
+            .with_context(|| format!("{} is not a valid stats file", store.path(&rel).display()))?;
+        out.push(s);
+    }
+    Ok(out)
+}

@@ -1,0 +1,265 @@
+//! The COCO 2017 layout:
+//!
+//! ```text
+//! ROOT/annotations/captions_{split}.json            images + captions (required)
+//! ROOT/annotations/person_keypoints_{split}.json    keypoints (needed for keypose)
+//! ROOT/{split}/{id:012}.jpg                          images
+//! ROOT/stuffthingmaps_trainval2017/{split}/{id:012}.png   COCO-Stuff maps (for seg)
+//! ```
+//!
+//! One record per image, in ascending image id; all captions kept in annotation order.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::{RecordIter, Source, SourceInfo};
+use crate::condition::ConditionKind;
+use crate::config::{BuildConfig, KeyposeFrom};
+use crate::record::{Annotations, ImageRef, MetaType, MetaValue, Person, Record};
+
+#[derive(Deserialize)]
+struct CaptionsFile {
+    images: Vec<CocoImage>,
+    annotations: Vec<CaptionAnn>,
+}
+
+#[derive(Deserialize)]
+struct CocoImage {
+    id: i64,
+    #[serde(default)]
+    width: Option<i64>,
+    #[serde(default)]
+    height: Option<i64>,
+    #[serde(default)]
+    file_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CaptionAnn {
+    image_id: i64,
+    caption: String,
+}
+
+#[derive(Deserialize)]
+struct KeypointsFile {
+    annotations: Vec<KeypointAnn>,
+}
+
+#[derive(Deserialize)]
+struct KeypointAnn {
+    image_id: i64,
+    #[serde(default = "person_category")]
+    category_id: i64,
+    #[serde(default)]
+    keypoints: Vec<f32>,
+}
+
+fn person_category() -> i64 {
+    1
+}
+
+struct Entry {
+    id: i64,
+    file_name: String,
+    width: Option<i64>,
+    height: Option<i64>,
+    captions: Vec<String>,
+    persons: Option<Vec<Person>>,
+}
+
+pub struct CocoSource {
+    info: SourceInfo,
+    root: PathBuf,
+    split: String,
+    seg_dir: Option<PathBuf>,
+    entries: Vec<Entry>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<T> {
+    let file =
+        File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+    serde_json::from_reader(BufReader::with_capacity(1 << 20, file)).with_context(|| {
+        format!(
+            "{} is not a valid COCO {what} file; check that the download is complete (re-download or re-extract it)",
+            path.display()
+        )
+    })
+}
+
+impl CocoSource {
+    /// `name` is the `source` column and key prefix (`coco`, or `demo` for the bundled data).
+    pub fn open(cfg: &BuildConfig, root: &Path, name: &'static str) -> Result<Self> {
+        if !root.is_dir() {
+            bail!(
+                "--input {}: not a directory; --source {name} expects the COCO root that holds annotations/ and {}/",
+                root.display(),
+                cfg.split
+            );
+        }
+        let split = cfg.split.clone();
+        let captions_path = root
+            .join("annotations")
+            .join(format!("captions_{split}.json"));
+        if !captions_path.is_file() {
+            bail!(
+                "{} not found; --source {name} needs the COCO captions for split {split:?} (check --input and --split)",
+                captions_path.display()
+            );
+        }
+        let captions: CaptionsFile = read_json(&captions_path, "captions")?;
+
+        let wants_keypose =
+            cfg.conditions.contains(&ConditionKind::Keypose) && cfg.keypose_from == KeyposeFrom::Gt;
+        let kp_path = root
+            .join("annotations")
+            .join(format!("person_keypoints_{split}.json"));
+        let keypoints: Option<KeypointsFile> = if kp_path.is_file() {
+            Some(read_json(&kp_path, "person_keypoints")?)
+        } else if wants_keypose {
+            bail!(
+                "{} not found; keypose from ground truth needs COCO's person_keypoints annotations for split {split:?}",
+                kp_path.display()
+            );
+        } else {
+            None
+        };
+
+        let seg_dir = root.join("stuffthingmaps_trainval2017").join(&split);
+        let seg_dir = if seg_dir.is_dir() {
+            Some(seg_dir)
+        } else if cfg.conditions.contains(&ConditionKind::Seg) {
+            bail!(
+                "{} not found; the seg condition needs the COCO-Stuff label maps (stuffthingmaps_trainval2017.zip extracted under --input)",
+                seg_dir.display()
+            );
+        } else {
+            None
+        };
+
+        let mut by_id: BTreeMap<i64, Entry> = BTreeMap::new();
+        for img in captions.images {
+            let file_name = img
+                .file_name
+                .unwrap_or_else(|| format!("{:012}.jpg", img.id));
+            let prev = by_id.insert(
+                img.id,
+                Entry {
+                    id: img.id,
+                    file_name,
+                    width: img.width,
+                    height: img.height,
+                    captions: Vec::new(),
+                    persons: keypoints.as_ref().map(|_| Vec::new()),
+                },
+            );
+            if prev.is_some() {
+                bail!(
+                    "{}: image id {} is listed twice",
+                    captions_path.display(),
+                    img.id
+                );
+            }
+        }
+        for ann in captions.annotations {
+            match by_id.get_mut(&ann.image_id) {
+                Some(e) => e.captions.push(ann.caption.trim().to_string()),
+                None => bail!(
+                    "{}: a caption refers to image id {}, which is not in its images list",
+                    captions_path.display(),
+                    ann.image_id
+                ),
+            }
+        }
+        if let Some(kp) = keypoints {
+            for ann in kp.annotations {
+                if ann.category_id != 1 || ann.keypoints.is_empty() {
+                    continue;
+                }
+                if ann.keypoints.len() != 51 {
+                    bail!(
+                        "{}: an annotation of image {} has {} keypoint values; COCO persons have 17 × 3 = 51",
+                        kp_path.display(),
+                        ann.image_id,
+                        ann.keypoints.len()
+                    );
+                }
+                let mut keypoints = [[0f32; 3]; 17];
+                for (k, chunk) in keypoints.iter_mut().zip(ann.keypoints.chunks_exact(3)) {
+                    k.copy_from_slice(chunk);
+                }
+                // Keypoint files may cover images without captions; those are skipped.
+                if let Some(Some(persons)) =
+                    by_id.get_mut(&ann.image_id).map(|e| e.persons.as_mut())
+                {
+                    persons.push(Person { keypoints });
+                }
+            }
+        }
+        let entries: Vec<Entry> = by_id.into_values().collect();
+        let info = SourceInfo {
+            name,
+            meta_columns: vec![
+                ("image_id".into(), MetaType::Int),
+                ("original_width".into(), MetaType::Int),
+                ("original_height".into(), MetaType::Int),
+            ],
+            has_keypoints: entries.first().is_some_and(|e| e.persons.is_some()),
+            has_seg: seg_dir.is_some(),
+            size_hint: Some(entries.len() as u64),
+            description: format!(
+                "COCO {split} at {} ({} images)",
+                root.display(),
+                entries.len()
+            ),
+        };
+        Ok(CocoSource {
+            info,
+            root: root.to_path_buf(),
+            split,
+            seg_dir,
+            entries,
+        })
+    }
+}
+
+impl Source for CocoSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn records(self: Box<Self>) -> Result<RecordIter> {
+        let CocoSource {
+            info,
+            root,
+            split,
+            seg_dir,
+            entries,
+        } = *self;
+        let image_dir = root.join(&split);
+        let name = info.name;
+        Ok(Box::new(entries.into_iter().map(move |e| {
+            Ok(Record {
+                key: format!("{name}/{split}/{:012}", e.id),
+                captions: e.captions,
+                image: ImageRef::Path(image_dir.join(&e.file_name)),
+                annotations: Annotations {
+                    persons: e.persons,
+                    seg_map: seg_dir
+                        .as_ref()
+                        .map(|d| d.join(format!("{:012}.png", e.id))),
+                },
+                meta: vec![
+                    MetaValue::Int(Some(e.id)),
+                    MetaValue::Int(e.width),
+                    MetaValue::Int(e.height),
+                ],
+                filtered: None,
+            })
+        })))
+    }
+}

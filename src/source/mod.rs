@@ -1,0 +1,63 @@
+//! Sources: where records come from.
+//!
+//! Architecture invariant: a source reads metadata and annotations only. It never reads
+//! or decodes image bytes (the loader stage does), and it yields records in a
+//! deterministic order, so shard `k` always holds the same records.
+
+mod coco;
+mod demo;
+mod folder;
+mod laion;
+
+use anyhow::Result;
+
+use crate::config::{BuildConfig, SourceKind};
+use crate::record::{MetaType, Record};
+
+pub use coco::CocoSource;
+pub use folder::FolderSource;
+pub use laion::LaionSource;
+
+/// What a source provides, known before any record is read.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// `coco`, `folder`, `laion` or `demo`: the `source` column.
+    pub name: &'static str,
+    /// Extra columns every record carries, in order (see [`Record::meta`]).
+    pub meta_columns: Vec<(String, MetaType)>,
+    /// Records carry ground-truth keypoints ([`crate::record::Annotations::persons`]).
+    pub has_keypoints: bool,
+    /// Records carry COCO-Stuff label maps.
+    pub has_seg: bool,
+    /// The number of records, when cheap to know.
+    pub size_hint: Option<u64>,
+    /// A one-line description for the plan and dataset.json.
+    pub description: String,
+}
+
+pub type RecordIter = Box<dyn Iterator<Item = Result<Record>> + Send>;
+
+pub trait Source: Send {
+    fn info(&self) -> &SourceInfo;
+    /// Consume the source into its record stream. An `Err` item is a fatal input error
+    /// (a malformed metadata row, an unreadable file) and stops the run.
+    fn records(self: Box<Self>) -> Result<RecordIter>;
+}
+
+/// Open the source a config names. Fails fast, before any output is written, when the
+/// input is missing or malformed or cannot serve the requested conditions.
+pub fn open(cfg: &BuildConfig) -> Result<Box<dyn Source>> {
+    let src: Box<dyn Source> = match cfg.source {
+        SourceKind::Coco => Box::new(CocoSource::open(cfg, required_input(cfg)?, "coco")?),
+        SourceKind::Demo => Box::new(demo::open(cfg)?),
+        SourceKind::Folder => Box::new(FolderSource::open(required_input(cfg)?)?),
+        SourceKind::Laion => Box::new(LaionSource::open(cfg, required_input(cfg)?)?),
+    };
+    Ok(src)
+}
+
+fn required_input(cfg: &BuildConfig) -> Result<&std::path::Path> {
+    cfg.input
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--source {} needs --input", cfg.source.name()))
+}
