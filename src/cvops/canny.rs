@@ -127,7 +127,6 @@ pub fn canny(src: &[u8], w: usize, h: usize, ch: usize, low: f64, high: f64) -> 
 
 /// Per pixel `(dx, dy, |dx| + |dy|)` of the channel with the largest magnitude
 /// (first on ties), from the 3x3 Sobel kernels with a replicated border.
-#[allow(clippy::type_complexity)]
 fn gradients(src: &[u8], w: usize, h: usize, ch: usize) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     let n = w * h;
     let (mut gx, mut gy, mut gm) = (vec![0i64; n], vec![0i64; n], vec![-1i64; n]);

@@ -2,9 +2,14 @@
 """Golden files for src/cvops (our ports of cv2.resize, cv2.Canny, cv2.circle,
 cv2.line), made with the real OpenCV.
 
-    pip install opencv-python-headless numpy   # an x86-64 wheel, OpenCV 4.x
+    pip install opencv-python-headless numpy   # x86-64 wheel; made with 4.14
     python3 tests/reference/cv_goldens.py          # (re)write tests/fixtures/cv/
     python3 tests/reference/cv_goldens.py --check  # recompute, compare, exit 1 on any difference
+
+The goldens match cv2 4.13, 4.14 and 5.0. With cv2 4.12 or older, --check
+reports draw_lines.png: before 4.13, cv2.line did not pre-clip thick lines, which
+changes pixels of the tiles whose end points lie off the canvas (see
+src/cvops/draw.rs).
 
 Everything is deterministic (fixed seeds). Images are stored as PNG whose
 channels are the array's channels in order (1: gray, 2: gray+alpha, 3: RGB,
