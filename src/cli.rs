@@ -174,13 +174,55 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N")]
     pub max_pixels: Option<u64>,
 
-    /// LAION: HTTP timeout per request in seconds [default: 10].
+    /// Refuse images whose longer/shorter side ratio is above X (original size).
+    #[arg(long, value_name = "X")]
+    pub max_aspect_ratio: Option<f64>,
+
+    /// Refuse images with more than N pixels of original area.
+    #[arg(long, value_name = "N")]
+    pub max_area: Option<u64>,
+
+    /// LAION: verify the sha256 of each image's bytes against this column (hex).
+    #[arg(long, value_name = "COL")]
+    pub verify_hash: Option<String>,
+
+    /// Drop images whose bytes (sha256) repeat an earlier row's within the run.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub dedup: Option<bool>,
+
+    /// HTTP: connect, read-idle and per-attempt timeout in seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
-    /// LAION: HTTP requests in flight [default: 64].
+    /// HTTP: retries for connect errors, timeouts, 5xx, 429/503 [default: 2].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// HTTP: largest body read, in bytes; reading stops there [default: 33554432].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+
+    /// HTTP: downloads in flight [default: 128].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+
+    /// HTTP: downloads in flight per host [default: 16].
+    #[arg(long, value_name = "N")]
+    pub per_host_concurrency: Option<usize>,
+
+    /// HTTP: open a CIDR range that the SSRF guard refuses by default (repeatable),
+    /// e.g. --allow-network 10.0.0.0/8.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_network: Option<Vec<String>>,
+
+    /// HTTP: X-Robots-Tag directives honoured as opt-out, comma separated; "" honours
+    /// none [default: noai,noimageai,noindex,noimageindex].
+    #[arg(long, value_name = "LIST")]
+    pub opt_out_directives: Option<String>,
+
+    /// HTTP: a token appended to prep's User-Agent (e.g. your project's contact URL).
+    #[arg(long, value_name = "TOKEN")]
+    pub user_agent_token: Option<String>,
 }
 
 /// `condition = "a,b"` and `condition = ["a", "b"]` are both accepted in TOML.
@@ -260,8 +302,18 @@ impl BuildCommand {
             max_pwatermark: a.max_pwatermark.or(f.max_pwatermark),
             min_size: a.min_size.or(f.min_size),
             max_pixels: a.max_pixels.or(f.max_pixels),
+            max_aspect_ratio: a.max_aspect_ratio.or(f.max_aspect_ratio),
+            max_area: a.max_area.or(f.max_area),
+            verify_hash: a.verify_hash.clone().or(f.verify_hash),
+            dedup: a.dedup.or(f.dedup),
             timeout: a.timeout.or(f.timeout),
+            retries: a.retries.or(f.retries),
+            max_bytes: a.max_bytes.or(f.max_bytes),
             concurrency: a.concurrency.or(f.concurrency),
+            per_host_concurrency: a.per_host_concurrency.or(f.per_host_concurrency),
+            allow_network: a.allow_network.clone().or(f.allow_network),
+            opt_out_directives: a.opt_out_directives.clone().or(f.opt_out_directives),
+            user_agent_token: a.user_agent_token.clone().or(f.user_agent_token),
         };
         let out = self
             .out

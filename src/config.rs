@@ -86,6 +86,43 @@ pub struct Filters {
     pub max_pwatermark: Option<f64>,
     /// Minimum of the original width and height, in pixels.
     pub min_size: Option<u32>,
+    /// Largest max(w, h) / min(w, h) of the original image.
+    pub max_aspect_ratio: Option<f64>,
+    /// Largest original width × height.
+    pub max_area: Option<u64>,
+}
+
+/// Download settings. They decide which rows succeed, not the bytes of a row, so they are
+/// recorded in dataset.json but not fingerprinted: a resumed or retried run may change them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchConfig {
+    /// Connect, read-idle and per-attempt total timeout, seconds.
+    pub timeout_secs: f64,
+    pub retries: u32,
+    pub max_bytes: u64,
+    /// Downloads in flight.
+    pub concurrency: usize,
+    pub per_host_concurrency: usize,
+    /// CIDR ranges opened in the SSRF guard.
+    pub allow_networks: Vec<String>,
+    /// X-Robots-Tag directives honoured as opt-out (empty: none).
+    pub opt_out_directives: Vec<String>,
+    pub user_agent_token: Option<String>,
+}
+
+impl FetchConfig {
+    pub fn settings(&self) -> Result<crate::fetch::FetchSettings> {
+        Ok(crate::fetch::FetchSettings {
+            timeout: std::time::Duration::from_secs_f64(self.timeout_secs),
+            retries: self.retries,
+            max_bytes: self.max_bytes,
+            per_host_concurrency: self.per_host_concurrency,
+            allow_networks: crate::fetch::guard::parse_networks(&self.allow_networks)?,
+            opt_out_directives: self.opt_out_directives.clone(),
+            user_agent_token: self.user_agent_token.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 /// Everything that determines the bytes of the output. Runtime knobs that do not change
@@ -109,10 +146,11 @@ pub struct BuildConfig {
     pub limit: Option<u64>,
     /// Largest image (width × height) decoded; larger ones are per-row failures.
     pub max_pixels: u64,
-    /// HTTP timeout per request, seconds (laion).
-    pub timeout_secs: f64,
-    /// HTTP requests in flight (laion).
-    pub concurrency: usize,
+    /// Check the sha256 of each image's original bytes against this metadata column.
+    pub verify_hash: Option<String>,
+    /// Drop rows whose original bytes repeat an earlier row's (sha256), within a run.
+    pub dedup: bool,
+    pub fetch: FetchConfig,
 }
 
 /// How this process shares the shard list with others: it takes the shards whose index
@@ -196,7 +234,15 @@ impl BuildConfig {
             max_punsafe: args.max_punsafe,
             max_pwatermark: args.max_pwatermark,
             min_size: args.min_size,
+            max_aspect_ratio: args.max_aspect_ratio,
+            max_area: args.max_area,
         };
+        if filters
+            .max_aspect_ratio
+            .is_some_and(|r| r.is_nan() || r < 1.0)
+        {
+            bail!("--max-aspect-ratio must be >= 1 (the ratio of the longer to the shorter side)");
+        }
         if source != SourceKind::Laion
             && (filters.min_aesthetic.is_some()
                 || filters.max_punsafe.is_some()
@@ -207,6 +253,32 @@ impl BuildConfig {
         let timeout_secs = args.timeout.unwrap_or(10.0);
         if timeout_secs.is_nan() || timeout_secs <= 0.0 {
             bail!("--timeout must be a positive number of seconds");
+        }
+        let fetch = FetchConfig {
+            timeout_secs,
+            retries: args.retries.unwrap_or(2),
+            max_bytes: args.max_bytes.unwrap_or(32 << 20),
+            concurrency: args.concurrency.unwrap_or(128).max(1),
+            per_host_concurrency: args.per_host_concurrency.unwrap_or(16).max(1),
+            allow_networks: args.allow_network.clone().unwrap_or_default(),
+            opt_out_directives: match &args.opt_out_directives {
+                Some(list) => list
+                    .split(',')
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .filter(|d| !d.is_empty())
+                    .collect(),
+                None => crate::fetch::robots::DEFAULT_DIRECTIVES
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect(),
+            },
+            user_agent_token: args.user_agent_token.clone(),
+        };
+        fetch.settings()?; // validates --allow-network
+        if args.verify_hash.is_some() && source != SourceKind::Laion {
+            bail!(
+                "--verify-hash names a metadata column holding sha256 hex; it needs --source laion"
+            );
         }
         Ok(BuildConfig {
             source,
@@ -231,8 +303,9 @@ impl BuildConfig {
             shard_size,
             limit: args.limit,
             max_pixels: args.max_pixels.unwrap_or(89_478_485),
-            timeout_secs,
-            concurrency: args.concurrency.unwrap_or(64).max(1),
+            verify_hash: args.verify_hash.clone(),
+            dedup: args.dedup.unwrap_or(false),
+            fetch,
         })
     }
 
@@ -244,6 +317,7 @@ impl BuildConfig {
         // fingerprint. Everything else is.
         if let Some(o) = v.as_object_mut() {
             o.remove("input");
+            o.remove("fetch");
         }
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
         hex::encode(Sha256::digest(&bytes))

@@ -8,6 +8,7 @@ pub mod condition;
 pub mod config;
 pub mod cvops;
 pub mod error;
+pub mod fetch;
 pub mod imaging;
 pub mod inspect;
 pub mod load;

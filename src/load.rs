@@ -2,47 +2,26 @@
 //!
 //! Local files and HTTP(S) URLs go through one ordered, bounded stream on a tokio
 //! runtime (`buffered(concurrency)`), so a slow URL never reorders the output and at most
-//! `concurrency` images are in flight. A failed load is a [`RowFailure`] for that row.
-
-use std::time::Duration;
+//! `concurrency` images are in flight. URLs go through the download stage
+//! ([`crate::fetch::Fetcher`]: retries, SSRF guard, opt-out, size cap). A failed load is a
+//! [`RowFailure`] for that row, with the HTTP status and the number of attempts.
 
 use futures_util::StreamExt;
 
 use crate::error::RowFailure;
+use crate::fetch::{FetchSettings, Fetched, Fetcher};
 use crate::record::ImageRef;
-
-/// Bodies larger than this are refused while streaming (`too_large`).
-pub const MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Clone)]
 pub struct Loader {
-    http: Option<reqwest::Client>,
+    http: Option<Fetcher>,
     concurrency: usize,
 }
 
 impl Loader {
-    /// `with_http`: build an HTTP client (only sources with URLs need one).
-    pub fn new(with_http: bool, timeout: Duration, concurrency: usize) -> anyhow::Result<Self> {
-        let http = if with_http {
-            // reqwest is built without a bundled TLS crypto provider; use ring's. Installing
-            // twice is harmless (the first one stays).
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            Some(
-                reqwest::Client::builder()
-                    .user_agent(concat!(
-                        "prep/",
-                        env!("CARGO_PKG_VERSION"),
-                        " (+T2I-Adapter dataset builder)"
-                    ))
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .redirect(reqwest::redirect::Policy::limited(5))
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?,
-            )
-        } else {
-            None
-        };
+    /// `http`: the download settings when the source has URLs.
+    pub fn new(http: Option<FetchSettings>, concurrency: usize) -> anyhow::Result<Self> {
+        let http = http.map(Fetcher::new).transpose()?;
         Ok(Loader {
             http,
             concurrency: concurrency.max(1),
@@ -54,22 +33,30 @@ impl Loader {
     }
 
     /// Load one image reference.
-    pub async fn load(&self, image: &ImageRef) -> Result<Vec<u8>, RowFailure> {
+    pub async fn load(&self, image: &ImageRef) -> Fetched {
         match image {
-            ImageRef::Path(p) => tokio::fs::read(p).await.map_err(|e| {
-                let class = if e.kind() == std::io::ErrorKind::NotFound {
-                    "file_not_found"
-                } else {
-                    "io"
-                };
-                RowFailure::new(class, format!("{}: {e}", p.display()))
-            }),
+            ImageRef::Path(p) => Fetched {
+                result: tokio::fs::read(p).await.map_err(|e| {
+                    let class = if e.kind() == std::io::ErrorKind::NotFound {
+                        "file_not_found"
+                    } else {
+                        "io"
+                    };
+                    RowFailure::new(class, format!("{}: {e}", p.display()))
+                }),
+                http_status: None,
+                attempts: 1,
+            },
             ImageRef::Url(url) => match &self.http {
-                Some(client) => fetch(client, url).await,
-                None => Err(RowFailure::new(
-                    "no_http",
-                    format!("{url}: this source does not fetch URLs"),
-                )),
+                Some(f) => f.fetch(url).await,
+                None => Fetched {
+                    result: Err(RowFailure::new(
+                        "no_http",
+                        format!("{url}: this source does not fetch URLs"),
+                    )),
+                    http_status: None,
+                    attempts: 0,
+                },
             },
         }
     }
@@ -83,57 +70,4 @@ impl Loader {
     {
         items.map(f).buffered(self.concurrency)
     }
-}
-
-fn classify(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        return "timeout";
-    }
-    if e.is_redirect() {
-        return "redirect_loop";
-    }
-    if e.is_connect() {
-        let text = format!("{e:?}").to_ascii_lowercase();
-        if text.contains("dns") || text.contains("resolve") || text.contains("lookup") {
-            return "dns";
-        }
-        return "connect";
-    }
-    if e.is_body() || e.is_decode() {
-        return "truncated";
-    }
-    "http_error"
-}
-
-async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, RowFailure> {
-    let fail = |e: reqwest::Error| RowFailure::new(classify(&e), format!("{url}: {e}"));
-    let mut resp = client.get(url).send().await.map_err(fail)?;
-    let status = resp.status();
-    if !status.is_success() {
-        let class = if status.is_server_error() {
-            "http_5xx".to_string()
-        } else {
-            format!("http_{}", status.as_u16())
-        };
-        return Err(RowFailure::new(class, format!("{url}: HTTP {status}")));
-    }
-    if let Some(len) = resp.content_length() {
-        if len > MAX_BYTES {
-            return Err(RowFailure::new(
-                "too_large",
-                format!("{url}: {len} bytes (limit {MAX_BYTES})"),
-            ));
-        }
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(fail)? {
-        if body.len() as u64 + chunk.len() as u64 > MAX_BYTES {
-            return Err(RowFailure::new(
-                "too_large",
-                format!("{url}: body over {MAX_BYTES} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

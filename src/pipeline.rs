@@ -20,16 +20,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use image::GrayImage;
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use crate::condition::{self, ConditionKind, ConditionSettings, Prepared};
 use crate::config::{BuildConfig, ShardSelector};
 use crate::error::RowFailure;
+use crate::fetch::Fetched;
 use crate::imaging::{decode::decode_rgb, encode, geometry::Geometry};
 use crate::load::Loader;
 use crate::manifest::{self, Manifest, SourceEntry};
 use crate::record::{ImageRef, Person, Record};
 use crate::sink::{
     self, DatasetSchema, FailureEntry, FileInfo, LocalStore, ParquetSink, Row, ShardStats,
+    StatusRow,
 };
 use crate::source::{self, SourceInfo};
 
@@ -65,6 +68,15 @@ enum Outcome {
     Filtered(String),
 }
 
+/// A record's outcome with what the status table records about it.
+struct Processed {
+    key: String,
+    url: String,
+    outcome: Outcome,
+    http_status: Option<u16>,
+    attempts: u32,
+}
+
 /// Messages from the source thread (and passed on by the loader).
 enum SourceMsg {
     Record(usize, Box<Record>),
@@ -76,18 +88,18 @@ enum SourceMsg {
 }
 
 enum LoadedMsg {
-    Record(usize, Box<Record>, Option<Result<Vec<u8>, RowFailure>>),
+    Record(usize, Box<Record>, Option<Fetched>),
     EndShard(usize, usize),
     Skipped(usize, u64),
     Fatal(anyhow::Error),
 }
 
 /// A record with its loaded bytes (`None` when it was filtered and never loaded).
-type Loaded = (usize, Box<Record>, Option<Result<Vec<u8>, RowFailure>>);
+type Loaded = (usize, Box<Record>, Option<Fetched>);
 
 enum SinkMsg {
     Begin(usize),
-    Rows(Vec<(String, Outcome)>),
+    Rows(Vec<Processed>),
     End(usize, usize),
 }
 
@@ -212,10 +224,18 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         .build()
         .context("cannot start the worker threads")?;
     let threads = pool.current_num_threads();
+    let has_urls = info.name == "laion";
     let loader = Loader::new(
-        info.name == "laion",
-        Duration::from_secs_f64(cfg.timeout_secs),
-        cfg.concurrency,
+        if has_urls {
+            Some(cfg.fetch.settings()?)
+        } else {
+            None
+        },
+        if has_urls {
+            cfg.fetch.concurrency
+        } else {
+            (threads * 4).max(8)
+        },
     )?;
 
     let progress = make_progress(opts, &info, cfg);
@@ -267,12 +287,12 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
                         async move {
                             match msg {
                                 SourceMsg::Record(k, rec) => {
-                                    let bytes = if rec.filtered.is_some() {
+                                    let fetched = if rec.filtered.is_some() {
                                         None
                                     } else {
                                         Some(l.load(&rec.image).await)
                                     };
-                                    LoadedMsg::Record(k, rec, bytes)
+                                    LoadedMsg::Record(k, rec, fetched)
                                 }
                                 SourceMsg::EndShard(k, n) => LoadedMsg::EndShard(k, n),
                                 SourceMsg::Skipped(k, n) => LoadedMsg::Skipped(k, n),
@@ -294,9 +314,10 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let (sink_tx, sink_rx) = crossbeam_channel::bounded::<SinkMsg>(2);
     let sink_thread = {
         let fingerprint = fingerprint.clone();
+        let dedup = cfg.dedup;
         std::thread::Builder::new()
             .name("prep-sink".into())
-            .spawn(move || run_sink(sink, sink_rx, fingerprint))?
+            .spawn(move || run_sink(sink, sink_rx, fingerprint, dedup))?
     };
 
     // Stage 3: CPU work on this thread's pool, in chunks that never straddle shards.
@@ -317,18 +338,15 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
             return true;
         }
         let items = std::mem::take(chunk);
-        let outcomes: Vec<(String, Outcome)> = pool.install(|| {
+        let outcomes: Vec<Processed> = pool.install(|| {
             items
                 .into_par_iter()
-                .map(|(_, rec, bytes)| {
-                    let key = rec.key.clone();
-                    (key, ctx.process(&rec, bytes))
-                })
+                .map(|(_, rec, fetched)| ctx.process(&rec, fetched))
                 .collect()
         });
         *failures += outcomes
             .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
+            .filter(|p| matches!(p.outcome, Outcome::Failed(_)))
             .count();
         if let Some(pb) = &progress {
             pb.inc(outcomes.len() as u64);
@@ -533,72 +551,135 @@ fn produce(
     Ok(n)
 }
 
+fn empty_stats(shard: usize, fingerprint: &str) -> ShardStats {
+    let none = FileInfo {
+        file: String::new(),
+        bytes: 0,
+        sha256: String::new(),
+    };
+    ShardStats {
+        shard,
+        prep_version: env!("CARGO_PKG_VERSION").to_string(),
+        fingerprint: fingerprint.to_string(),
+        input_rows: 0,
+        rows: 0,
+        failed: BTreeMap::new(),
+        filtered: BTreeMap::new(),
+        failures: Vec::new(),
+        seconds: 0.0,
+        parquet: none.clone(),
+        status_file: none,
+        count: 0,
+        successes: 0,
+        failed_to_download: 0,
+        failed_to_resize: 0,
+        duration: 0.0,
+        start_time: 0.0,
+        end_time: 0.0,
+        status_dict: BTreeMap::new(),
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn run_sink(
     mut sink: ParquetSink,
     rx: crossbeam_channel::Receiver<SinkMsg>,
     fingerprint: String,
+    dedup: bool,
 ) -> Result<Vec<usize>> {
     let mut built = Vec::new();
-    let mut stats: Option<(ShardStats, Instant)> = None;
+    let mut current: Option<(ShardStats, Vec<StatusRow>, Instant)> = None;
+    // sha256 of every image kept so far in this run (`--dedup`), checked in row order so
+    // the first occurrence always wins.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for msg in rx {
         match msg {
             SinkMsg::Begin(k) => {
                 sink.begin_shard(k)?;
-                stats = Some((
-                    ShardStats {
-                        shard: k,
-                        prep_version: env!("CARGO_PKG_VERSION").to_string(),
-                        fingerprint: fingerprint.clone(),
-                        input_rows: 0,
-                        rows: 0,
-                        failed: BTreeMap::new(),
-                        filtered: BTreeMap::new(),
-                        failures: Vec::new(),
-                        seconds: 0.0,
-                        parquet: FileInfo {
-                            file: String::new(),
-                            bytes: 0,
-                            sha256: String::new(),
-                        },
-                    },
-                    Instant::now(),
-                ));
+                let mut s = empty_stats(k, &fingerprint);
+                s.start_time = unix_now();
+                current = Some((s, Vec::new(), Instant::now()));
             }
             SinkMsg::Rows(outcomes) => {
-                let Some((s, _)) = stats.as_mut() else {
+                let Some((s, status, _)) = current.as_mut() else {
                     bail!("internal error: rows before a shard began");
                 };
                 let mut rows = Vec::new();
-                for (key, o) in outcomes {
-                    match o {
-                        Outcome::Row(r) => rows.push(*r),
-                        Outcome::Failed(f) => {
-                            *s.failed.entry(f.class.clone()).or_insert(0) += 1;
-                            s.failures.push(FailureEntry {
-                                key,
-                                class: f.class,
-                                detail: f.detail,
-                            });
-                        }
-                        Outcome::Filtered(reason) => {
-                            *s.filtered.entry(reason).or_insert(0) += 1;
+                for p in outcomes {
+                    let mut outcome = p.outcome;
+                    if dedup {
+                        if let Outcome::Row(r) = &outcome {
+                            if !seen.insert(r.sha256.clone()) {
+                                outcome = Outcome::Filtered("duplicate".into());
+                            }
                         }
                     }
+                    let (state, error, detail) = match outcome {
+                        Outcome::Row(r) => {
+                            rows.push(*r);
+                            ("success", None, None)
+                        }
+                        Outcome::Failed(f) => {
+                            *s.failed.entry(f.class.clone()).or_insert(0) += 1;
+                            if sink::is_download_failure(&f.class) {
+                                s.failed_to_download += 1;
+                            } else {
+                                s.failed_to_resize += 1;
+                            }
+                            s.failures.push(FailureEntry {
+                                key: p.key.clone(),
+                                class: f.class.clone(),
+                                detail: f.detail.clone(),
+                            });
+                            ("failed", Some(f.class), Some(f.detail))
+                        }
+                        Outcome::Filtered(reason) => {
+                            *s.filtered.entry(reason.clone()).or_insert(0) += 1;
+                            ("filtered", Some(reason), None)
+                        }
+                    };
+                    let label = error.clone().unwrap_or_else(|| "success".into());
+                    *s.status_dict.entry(label).or_insert(0) += 1;
+                    status.push(StatusRow {
+                        key: p.key,
+                        url: p.url,
+                        status: state,
+                        error,
+                        detail,
+                        http_status: p.http_status,
+                        attempts: p.attempts,
+                    });
                 }
+                s.successes += rows.len();
                 sink.write(&rows)?;
             }
             SinkMsg::End(k, n) => {
-                let Some((mut s, t0)) = stats.take() else {
+                let Some((mut s, status, t0)) = current.take() else {
                     bail!("internal error: end of shard {k} before it began");
                 };
                 s.input_rows = n;
+                s.count = n;
                 s.seconds = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-                sink.commit_shard(s)?;
+                s.duration = s.seconds;
+                s.end_time = unix_now();
+                if status.len() != n {
+                    bail!(
+                        "internal error: shard {k} has {} status rows for {n} input rows",
+                        status.len()
+                    );
+                }
+                sink.commit_shard(s, &status)?;
                 built.push(k);
             }
         }
     }
-    // Channel closed: an unfinished shard (fatal error, Ctrl-C) is discarded by Drop.
+    // Channel closed: an unfinished shard (fatal error, Ctrl-C) is discarded.
     sink.abort_shard();
     Ok(built)
 }
@@ -609,29 +690,50 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn process(&self, rec: &Record, bytes: Option<Result<Vec<u8>, RowFailure>>) -> Outcome {
-        if let Some(reason) = &rec.filtered {
-            return Outcome::Filtered(reason.clone());
-        }
-        let Some(bytes) = bytes else {
-            return Outcome::Failed(RowFailure::new("internal", "no bytes loaded"));
+    fn process(&self, rec: &Record, fetched: Option<Fetched>) -> Processed {
+        let (http_status, attempts) = fetched
+            .as_ref()
+            .map_or((None, 0), |f| (f.http_status, f.attempts));
+        let outcome = if let Some(reason) = &rec.filtered {
+            Outcome::Filtered(reason.clone())
+        } else {
+            match fetched {
+                None => Outcome::Failed(RowFailure::new("internal", "no bytes loaded")),
+                Some(f) => match f.result.and_then(|b| self.build_row(rec, &b)) {
+                    Ok(Ok(row)) => Outcome::Row(Box::new(row)),
+                    Ok(Err(reason)) => Outcome::Filtered(reason),
+                    Err(f) => Outcome::Failed(f),
+                },
+            }
         };
-        match bytes.and_then(|b| self.build_row(rec, &b)) {
-            Ok(Some(row)) => Outcome::Row(Box::new(row)),
-            Ok(None) => Outcome::Filtered("min_size".into()),
-            Err(f) => Outcome::Failed(f),
+        Processed {
+            key: rec.key.clone(),
+            url: rec.image.display(),
+            outcome,
+            http_status,
+            attempts,
         }
     }
 
-    /// `Ok(None)`: dropped by `--min-size` after decoding.
-    fn build_row(&self, rec: &Record, bytes: &[u8]) -> Result<Option<Row>, RowFailure> {
+    /// `Ok(Err(reason))`: dropped by a filter after decoding.
+    fn build_row(&self, rec: &Record, bytes: &[u8]) -> Result<Result<Row, String>, RowFailure> {
         let cfg = &self.cfg;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if let Some(expected) = &rec.expected_sha256 {
+            if *expected != sha256 {
+                return Err(RowFailure::new(
+                    "hash_mismatch",
+                    format!(
+                        "{}: sha256 {sha256}, expected {expected}",
+                        rec.image.display()
+                    ),
+                ));
+            }
+        }
         let src = decode_rgb(bytes, cfg.max_pixels).map_err(|f| with_where(f, &rec.image))?;
         let (w, h) = src.dimensions();
-        if let Some(min) = cfg.filters.min_size {
-            if w < min || h < min {
-                return Ok(None);
-            }
+        if let Some(reason) = size_filter(&cfg.filters, w, h) {
+            return Ok(Err(reason.into()));
         }
         let geo = Geometry::new(cfg.resize_mode, cfg.resolution, w, h);
         let rgb = geo.apply_rgb(&src);
@@ -688,8 +790,9 @@ impl Ctx {
         } else {
             None
         };
-        Ok(Some(Row {
+        Ok(Ok(Row {
             key: rec.key.clone(),
+            sha256,
             image,
             text: rec.text().to_string(),
             captions: rec.captions.clone(),
@@ -700,6 +803,21 @@ impl Ctx {
             meta: rec.meta.clone(),
         }))
     }
+}
+
+/// The size filters that need the decoded (upright) dimensions.
+fn size_filter(f: &crate::config::Filters, w: u32, h: u32) -> Option<&'static str> {
+    if f.min_size.is_some_and(|min| w < min || h < min) {
+        return Some("min_size");
+    }
+    let ratio = f64::from(w.max(h)) / f64::from(w.min(h).max(1));
+    if f.max_aspect_ratio.is_some_and(|r| ratio > r) {
+        return Some("max_aspect_ratio");
+    }
+    if f.max_area.is_some_and(|a| u64::from(w) * u64::from(h) > a) {
+        return Some("max_area");
+    }
+    None
 }
 
 fn with_where(mut f: RowFailure, image: &ImageRef) -> RowFailure {

@@ -74,6 +74,8 @@ pub struct Record {
     /// `Some(reason)` when a metadata filter (e.g. `--min-aesthetic`) dropped this row.
     /// The row still flows through the pipeline so every input row is accounted for.
     pub filtered: Option<String>,
+    /// sha256 (hex) the image bytes must have (`--verify-hash`).
+    pub expected_sha256: Option<String>,
 }
 
 impl Record {

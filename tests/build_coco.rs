@@ -56,6 +56,7 @@ fn coco_build_rows_columns_and_conditions() {
             "width",
             "height",
             "source",
+            "sha256",
             "keypoints",
             "image_id",
             "original_width",
@@ -190,13 +191,16 @@ fn rerun_rewrites_nothing_and_shards_split_identically() {
     let o = build(&root, &full, &["--shard-size", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let before = snapshot(&full);
-    assert_eq!(
-        before
-            .iter()
-            .filter(|(n, _, _)| n.ends_with(".parquet"))
-            .count(),
-        4
-    );
+    let data_files = before
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("data/"))
+        .count();
+    assert_eq!(data_files, 4);
+    let status_files = before
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("status/"))
+        .count();
+    assert_eq!(status_files, 4);
     std::thread::sleep(std::time::Duration::from_millis(20));
     let o = build(&root, &full, &["--shard-size", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -265,6 +265,8 @@ fn laion_parquet_over_http_with_filters_and_failures() {
     let out = tmp.path().join("out");
     run_ok(&[
         "build",
+        "--allow-network",
+        "127.0.0.1/32",
         "--source",
         "laion",
         "--input",
@@ -294,6 +296,7 @@ fn laion_parquet_over_http_with_filters_and_failures() {
             "width",
             "height",
             "source",
+            "sha256",
             "url",
             "WIDTH",
             "HEIGHT",
@@ -329,6 +332,8 @@ fn laion_csv_and_jsonl_and_missing_column() {
     let out = tmp.path().join("out");
     run_ok(&[
         "build",
+        "--allow-network",
+        "127.0.0.1/32",
         "--source",
         "laion",
         "--input",
@@ -354,6 +359,8 @@ fn laion_csv_and_jsonl_and_missing_column() {
     let out2 = tmp.path().join("out2");
     run_ok(&[
         "build",
+        "--allow-network",
+        "127.0.0.1/32",
         "--source",
         "laion",
         "--input",
@@ -372,6 +379,8 @@ fn laion_csv_and_jsonl_and_missing_column() {
 
     let o = run(&[
         "build",
+        "--allow-network",
+        "127.0.0.1/32",
         "--source",
         "laion",
         "--input",
@@ -392,6 +401,8 @@ fn laion_csv_and_jsonl_and_missing_column() {
     .unwrap();
     let o = run(&[
         "build",
+        "--allow-network",
+        "127.0.0.1/32",
         "--source",
         "laion",
         "--input",

@@ -25,13 +25,17 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use self::parquet::{DatasetSchema, Row, ShardWriter};
+pub use self::parquet::{DatasetSchema, Row, ShardWriter, StatusRow};
 pub use self::store::LocalStore;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub fn data_rel(shard: usize) -> String {
     format!("data/part-{shard:05}.parquet")
+}
+
+pub fn status_rel(shard: usize) -> String {
+    format!("status/part-{shard:05}.parquet")
 }
 
 pub fn stats_rel(shard: usize) -> String {
@@ -70,6 +74,37 @@ pub struct ShardStats {
     pub failures: Vec<FailureEntry>,
     pub seconds: f64,
     pub parquet: FileInfo,
+    pub status_file: FileInfo,
+    // img2dataset's stats fields, so existing tooling reads ours.
+    pub count: usize,
+    pub successes: usize,
+    pub failed_to_download: usize,
+    pub failed_to_resize: usize,
+    pub duration: f64,
+    pub start_time: f64,
+    pub end_time: f64,
+    pub status_dict: BTreeMap<String, usize>,
+}
+
+/// Failure classes that happen before there are bytes to decode.
+pub fn is_download_failure(class: &str) -> bool {
+    class.starts_with("http_")
+        || matches!(
+            class,
+            "dns"
+                | "connect"
+                | "timeout"
+                | "too_large"
+                | "truncated"
+                | "redirect_loop"
+                | "blocked_address"
+                | "opt_out_x_robots_tag"
+                | "file_not_found"
+                | "io"
+                | "unsupported_scheme"
+                | "bad_url"
+                | "no_http"
+        )
 }
 
 /// Is shard `k` complete for this fingerprint? `Err` when it was built with other settings.
@@ -79,7 +114,7 @@ pub fn shard_complete(store: &LocalStore, shard: usize, fingerprint: &str) -> Re
     let Some(size) = store.size(&data) else {
         return Ok(false);
     };
-    if !store.exists(&stats) {
+    if !store.exists(&stats) || !store.exists(&status_rel(shard)) {
         return Ok(false);
     }
     let s: ShardStats = match serde_json::from_slice(&store.read(&stats)?) {
@@ -129,6 +164,7 @@ impl ParquetSink {
     pub fn new(store: LocalStore, schema: DatasetSchema, resolution: u32) -> Result<Self> {
         store.ensure_dir("data")?;
         store.ensure_dir("stats")?;
+        store.ensure_dir("status")?;
         Ok(ParquetSink {
             store,
             schema,
@@ -142,6 +178,7 @@ impl ParquetSink {
         let rel = data_rel(shard);
         self.store.clear_stale_temps(&rel);
         self.store.clear_stale_temps(&stats_rel(shard));
+        self.store.clear_stale_temps(&status_rel(shard));
         let tmp = self.store.temp_path(&rel);
         let writer = ShardWriter::create(&tmp, &self.schema, self.resolution)?;
         self.current = Some((shard, tmp, writer));
@@ -155,8 +192,13 @@ impl ParquetSink {
         }
     }
 
-    /// Finish, hash and commit the current shard; returns the stats as committed.
-    pub fn commit_shard(&mut self, mut stats: ShardStats) -> Result<ShardStats> {
+    /// Finish, hash and commit the current shard with its status rows (one per input
+    /// record); returns the stats as committed.
+    pub fn commit_shard(
+        &mut self,
+        mut stats: ShardStats,
+        status: &[StatusRow],
+    ) -> Result<ShardStats> {
         let Some((shard, tmp, writer)) = self.current.take() else {
             bail!("internal error: commit without a shard");
         };
@@ -169,6 +211,16 @@ impl ParquetSink {
             bytes,
             sha256,
         };
+        let status_rel = status_rel(shard);
+        let status_tmp = self.store.temp_path(&status_rel);
+        self::parquet::write_status(&status_tmp, status)?;
+        let (bytes, sha256) = hash_file(&status_tmp)?;
+        stats.status_file = FileInfo {
+            file: status_rel.clone(),
+            bytes,
+            sha256,
+        };
+        self.store.commit_file(&status_tmp, &status_rel)?;
         let json = serde_json::to_vec_pretty(&stats)?;
         self.store.put_atomic(&stats_rel(shard), &json)?;
         self.store.commit_file(&tmp, &rel)?;

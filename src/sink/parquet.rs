@@ -41,6 +41,8 @@ pub struct Row {
     pub conditions: Vec<Vec<u8>>,
     pub width: u32,
     pub height: u32,
+    /// sha256 (hex) of the original image bytes as downloaded/read.
+    pub sha256: String,
     /// Persons as 51 floats `[x, y, v] × 17` in output pixel coordinates.
     pub keypoints: Option<Vec<Vec<f32>>>,
     pub meta: Vec<MetaValue>,
@@ -96,6 +98,7 @@ impl DatasetSchema {
         fields.push(Field::new("width", DataType::Int32, true));
         fields.push(Field::new("height", DataType::Int32, true));
         fields.push(Field::new("source", DataType::Utf8, true));
+        fields.push(Field::new("sha256", DataType::Utf8, true));
         if self.keypoints {
             let inner = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
             fields.push(Field::new(
@@ -118,6 +121,7 @@ impl DatasetSchema {
         features.insert("width".into(), value("int32"));
         features.insert("height".into(), value("int32"));
         features.insert("source".into(), value("string"));
+        features.insert("sha256".into(), value("string"));
         for (name, t) in &self.meta {
             features.insert(name.clone(), value(meta_type(*t).1));
         }
@@ -276,6 +280,7 @@ fn to_batch(schema: &Arc<Schema>, ds: &DatasetSchema, rows: &[Row]) -> Result<Re
         src.append_value(&ds.source);
     }
     cols.push(Arc::new(src.finish()));
+    cols.push(strings(&|r| &r.sha256));
     if ds.keypoints {
         let mut b = ListBuilder::new(ListBuilder::new(Float32Builder::new()));
         for r in rows {
@@ -328,4 +333,73 @@ fn to_batch(schema: &Arc<Schema>, ds: &DatasetSchema, rows: &[Row]) -> Result<Re
         cols.push(col);
     }
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// One row of `status/part-XXXXX.parquet`: every input row, exactly once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub key: String,
+    pub url: String,
+    /// `success`, `failed` or `filtered`.
+    pub status: &'static str,
+    /// The failure class or filter reason.
+    pub error: Option<String>,
+    pub detail: Option<String>,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+}
+
+pub fn status_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("url", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("detail", DataType::Utf8, true),
+        Field::new("http_status", DataType::Int32, true),
+        Field::new("attempts", DataType::Int32, false),
+    ])
+}
+
+/// Write a shard's status rows to `path` (small: one row per input record).
+pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<()> {
+    let schema = Arc::new(status_schema());
+    let mut key = StringBuilder::new();
+    let mut url = StringBuilder::new();
+    let mut status = StringBuilder::new();
+    let mut error = StringBuilder::new();
+    let mut detail = StringBuilder::new();
+    let mut http = Int32Builder::new();
+    let mut attempts = Int32Builder::new();
+    for r in rows {
+        key.append_value(&r.key);
+        url.append_value(&r.url);
+        status.append_value(r.status);
+        error.append_option(r.error.as_deref());
+        detail.append_option(r.detail.as_deref());
+        http.append_option(r.http_status.map(i32::from));
+        attempts.append_value(r.attempts as i32);
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(key.finish()),
+        Arc::new(url.finish()),
+        Arc::new(status.finish()),
+        Arc::new(error.finish()),
+        Arc::new(detail.finish()),
+        Arc::new(http.finish()),
+        Arc::new(attempts.finish()),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let props = WriterProperties::builder()
+        .set_created_by(concat!("prep ", env!("CARGO_PKG_VERSION")).to_string())
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .build();
+    let mut w = ArrowWriter::try_new(BufWriter::new(file), schema, Some(props))?;
+    w.write(&batch)?;
+    let mut inner = w.into_inner()?;
+    std::io::Write::flush(&mut inner)?;
+    Ok(())
 }

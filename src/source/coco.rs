@@ -259,6 +259,7 @@ impl Source for CocoSource {
                     MetaValue::Int(e.height),
                 ],
                 filtered: None,
+                expected_sha256: None,
             })
         })))
     }

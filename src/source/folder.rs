@@ -152,6 +152,7 @@ impl Source for FolderSource {
                 annotations: Annotations::default(),
                 meta: vec![MetaValue::Str(Some(rel))],
                 filtered: None,
+                expected_sha256: None,
             })
         })))
     }

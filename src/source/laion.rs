@@ -57,6 +57,7 @@ pub struct LaionSource {
     /// Kept columns present in the file (name, type).
     kept: Vec<(String, MetaType)>,
     filters: Filters,
+    verify_col: Option<String>,
 }
 
 fn detect_format(path: &Path) -> Result<Format> {
@@ -163,6 +164,15 @@ impl LaionSource {
             .map(|(n, t)| (n.to_string(), *t))
             .collect();
         let has = |n: &str| kept.iter().any(|(k, _)| k == n);
+        if let Some(col) = &cfg.verify_hash {
+            if !columns.iter().any(|c| c == col) {
+                bail!(
+                    "--verify-hash {col}: {} has no such column (columns: {})",
+                    path.display(),
+                    columns.join(", ")
+                );
+            }
+        }
         let f = &cfg.filters;
         if f.min_aesthetic.is_some() && !has("AESTHETIC_SCORE") && !has("aesthetic") {
             bail!(
@@ -211,6 +221,7 @@ impl LaionSource {
             caption_col: cfg.caption_col.clone(),
             kept,
             filters: cfg.filters.clone(),
+            verify_col: cfg.verify_hash.clone(),
         })
     }
 }
@@ -434,6 +445,10 @@ impl Source for LaionSource {
         let s = *self;
         let mut wanted = vec![s.url_col.clone(), s.caption_col.clone()];
         wanted.extend(s.kept.iter().map(|(n, _)| n.clone()));
+        let has_verify = s.verify_col.is_some();
+        if let Some(c) = &s.verify_col {
+            wanted.push(c.clone());
+        }
         let rows = match s.format {
             Format::Parquet => parquet_rows(s.path.clone(), wanted)?,
             Format::Csv | Format::Tsv => csv_rows(s.path.clone(), s.format, wanted)?,
@@ -462,6 +477,14 @@ impl Source for LaionSource {
                 Cell::Float(f) => Some(f.to_string()),
             };
             let mut meta = vec![MetaValue::Str(Some(url.clone()))];
+            let expected_sha256 = if has_verify {
+                match cells.last() {
+                    Some(Cell::Str(h)) => Some(h.trim().to_ascii_lowercase()),
+                    _ => None,
+                }
+            } else {
+                None
+            };
             for ((name, ty), cell) in kept.iter().zip(&cells[2..]) {
                 let v = to_meta(cell, *ty)
                     .map_err(|e| anyhow!("{} row {line}: column {name:?}: {e}", path.display()))?;
@@ -489,6 +512,7 @@ impl Source for LaionSource {
                 annotations: Annotations::default(),
                 meta,
                 filtered,
+                expected_sha256,
             })
         })))
     }
@@ -540,6 +564,7 @@ mod tests {
             max_punsafe: Some(0.5),
             max_pwatermark: None,
             min_size: Some(256),
+            ..Default::default()
         };
         assert_eq!(
             filter_reason(&f, &kept, &row(512, 512, 0.1, Some(6.5))),
