@@ -38,6 +38,9 @@ pub enum Command {
     /// Build a dataset: source -> decode -> preprocess -> conditions -> Parquet shards.
     #[command(after_help = BUILD_EXAMPLES)]
     Build(BuildCommand),
+    /// Download only: images + metadata to Parquet, every input row in status/.
+    #[command(after_help = FETCH_EXAMPLES)]
+    Fetch(FetchCommand),
     /// Summarise a built dataset; optionally write a contact sheet of a few rows.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
@@ -56,6 +59,17 @@ Examples:
 
 Re-running a command skips shards that are already complete; an interrupted run
 resumes where it stopped.";
+
+const FETCH_EXAMPLES: &str = "\
+Examples:
+  prep fetch --source laion --input laion-aesthetics.parquet --out out/laion \\
+      --resolution 256 --timeout 10 --retries 2 --min-aesthetic 6
+  prep fetch --source coco --input /data/coco --split val2017 --out out/coco-val   # from coco_url
+  prep fetch --retry-failed out/laion --errors timeout,http_5xx,dns
+
+The SSRF guard refuses loopback, private, link-local and other non-public addresses;
+open a range with --allow-network CIDR. X-Robots-Tag noai/noimageai/noindex/noimageindex
+is honoured (--opt-out-directives to change).";
 
 const INSPECT_EXAMPLES: &str = "\
 Examples:
@@ -339,6 +353,21 @@ fn normalise_keys(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[derive(Debug, Args)]
+pub struct FetchCommand {
+    #[command(flatten)]
+    pub build: BuildCommand,
+
+    /// Re-try only the failed rows of an earlier run in DIR and merge them in.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "source", "input", "config"])]
+    pub retry_failed: Option<PathBuf>,
+
+    /// With --retry-failed: the failure classes to retry, comma separated
+    /// [default: timeout,connect,dns,http_5xx,http_429,http_503,truncated].
+    #[arg(long, value_name = "LIST", requires = "retry_failed")]
+    pub errors: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use prep::cli::{Cli, Command};
+use prep::cli::{BuildCommand, Cli, Command};
 use prep::config::{BuildConfig, ShardSelector};
 use prep::pipeline::{self, RunOptions};
 
@@ -20,48 +20,76 @@ fn main() -> ExitCode {
     }
 }
 
+fn options(cmd: &BuildCommand) -> anyhow::Result<RunOptions> {
+    Ok(RunOptions {
+        threads: cmd.threads,
+        shard: match &cmd.shard {
+            Some(s) => ShardSelector::parse(s)?,
+            None => ShardSelector::ALL,
+        },
+        dry_run: cmd.dry_run,
+        progress: !cmd.quiet,
+        command: std::env::args().collect(),
+    })
+}
+
+fn build(cmd: &BuildCommand, fetch_only: bool) -> anyhow::Result<()> {
+    let (args, out) = cmd.merged()?;
+    let cfg = BuildConfig::resolve(&args)?;
+    if fetch_only && !cfg.conditions.is_empty() {
+        anyhow::bail!("prep fetch only downloads; compute conditions with `prep build` (same flags plus --condition)");
+    }
+    let opts = options(cmd)?;
+    let s = pipeline::build(&cfg, &out, &opts)?;
+    if cmd.dry_run {
+        return Ok(());
+    }
+    let failed: usize = s.failed.values().sum();
+    eprintln!(
+        "built {} shard(s) ({} rows, {} failed{}), skipped {} already complete; {} records in {} shard(s) total{}",
+        s.built.len(),
+        s.rows,
+        failed,
+        if failed > 0 {
+            format!(": {}", s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+        } else {
+            String::new()
+        },
+        s.skipped.len(),
+        s.num_records,
+        s.num_shards,
+        if s.complete { ", complete" } else { ", not complete yet (other --shard processes, or re-run)" }
+    );
+    eprintln!("output: {}", out.display());
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(cmd) => {
-            let (args, out) = cmd.merged()?;
-            let cfg = BuildConfig::resolve(&args)?;
-            let shard = match &cmd.shard {
-                Some(s) => ShardSelector::parse(s)?,
-                None => ShardSelector::ALL,
-            };
-            let opts = RunOptions {
-                threads: cmd.threads,
-                shard,
-                dry_run: cmd.dry_run,
-                progress: !cmd.quiet,
-                command: std::env::args().collect(),
-            };
-            let s = pipeline::build(&cfg, &out, &opts)?;
-            if cmd.dry_run {
-                return Ok(());
+        Command::Build(cmd) => build(&cmd, false),
+        Command::Fetch(cmd) => match &cmd.retry_failed {
+            None => build(&cmd.build, true),
+            Some(dir) => {
+                let classes: Vec<String> = match &cmd.errors {
+                    Some(list) => list
+                        .split(',')
+                        .map(|c| c.trim().to_string())
+                        .filter(|c| !c.is_empty())
+                        .collect(),
+                    None => pipeline::RETRYABLE.iter().map(|c| c.to_string()).collect(),
+                };
+                let s = pipeline::retry_failed(dir, &classes, &options(&cmd.build)?)?;
+                eprintln!(
+                    "retried {} row(s) of classes [{}] in {} shard(s): {} recovered, {} still failing",
+                    s.retried,
+                    classes.join(","),
+                    s.shards.len(),
+                    s.recovered,
+                    s.retried - s.recovered
+                );
+                Ok(())
             }
-            let failed: usize = s.failed.values().sum();
-            eprintln!(
-                "built {} shard(s) ({} rows, {} failed{}), skipped {} already complete; {} records in {} shard(s) total{}",
-                s.built.len(),
-                s.rows,
-                failed,
-                if failed > 0 {
-                    format!(
-                        ": {}",
-                        s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-                    )
-                } else {
-                    String::new()
-                },
-                s.skipped.len(),
-                s.num_records,
-                s.num_shards,
-                if s.complete { ", complete" } else { ", not complete yet (other --shard processes, or re-run)" }
-            );
-            eprintln!("output: {}", out.display());
-            Ok(())
-        }
+        },
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {

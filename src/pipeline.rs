@@ -224,7 +224,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         .build()
         .context("cannot start the worker threads")?;
     let threads = pool.current_num_threads();
-    let has_urls = info.name == "laion";
+    let has_urls = info.remote;
     let loader = Loader::new(
         if has_urls {
             Some(cfg.fetch.settings()?)
@@ -933,4 +933,252 @@ fn print_plan(
         ),
     }
     println!("  fingerprint  {}", &fingerprint[..16]);
+}
+
+/// What `prep fetch --retry-failed` did.
+#[derive(Debug, Clone, Default)]
+pub struct RetrySummary {
+    pub shards: Vec<usize>,
+    pub retried: usize,
+    pub recovered: usize,
+}
+
+/// Stats of a shard recomputed from its status rows (used when a shard is rewritten).
+fn stats_from_status(
+    shard: usize,
+    fingerprint: &str,
+    status: &[StatusRow],
+    seconds: f64,
+) -> ShardStats {
+    let mut s = empty_stats(shard, fingerprint);
+    s.input_rows = status.len();
+    s.count = status.len();
+    for r in status {
+        let label = r.error.clone().unwrap_or_else(|| "success".into());
+        *s.status_dict.entry(label).or_insert(0) += 1;
+        match (r.status, &r.error) {
+            ("success", _) => s.successes += 1,
+            ("filtered", Some(reason)) => *s.filtered.entry(reason.clone()).or_insert(0) += 1,
+            (_, error) => {
+                let class = error.clone().unwrap_or_else(|| "unknown".into());
+                if sink::is_download_failure(&class) {
+                    s.failed_to_download += 1;
+                } else {
+                    s.failed_to_resize += 1;
+                }
+                *s.failed.entry(class.clone()).or_insert(0) += 1;
+                s.failures.push(FailureEntry {
+                    key: r.key.clone(),
+                    class,
+                    detail: r.detail.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    s.seconds = seconds;
+    s.duration = seconds;
+    s.end_time = unix_now();
+    s.start_time = s.end_time - seconds;
+    s
+}
+
+/// The default classes `--retry-failed` retries: the transient ones.
+pub const RETRYABLE: [&str; 7] = [
+    "timeout",
+    "connect",
+    "dns",
+    "http_5xx",
+    "http_429",
+    "http_503",
+    "truncated",
+];
+
+/// Re-try the failed rows (of the given classes) of an earlier run in `out` and merge the
+/// successes into their shards, in their original positions. Each affected shard is
+/// rewritten whole and committed atomically, as on a first run.
+pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result<RetrySummary> {
+    use futures_util::StreamExt;
+    let store = LocalStore::new(out);
+    let m = manifest::read(&store)?.with_context(|| {
+        format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())
+    })?;
+    let cfg = m.config.clone();
+    let fingerprint = cfg.fingerprint();
+    if fingerprint != m.fingerprint {
+        bail!("{}: its config fingerprint does not match its settings (written by another prep version?); rebuild it", out.display());
+    }
+    let wanted = |r: &StatusRow| {
+        r.status == "failed"
+            && r.error
+                .as_deref()
+                .is_some_and(|e| classes.iter().any(|c| c == e))
+    };
+    let mut affected: BTreeMap<usize, Vec<StatusRow>> = BTreeMap::new();
+    for k in 0..m.num_shards {
+        if !sink::shard_complete(&store, k, &fingerprint)? {
+            continue; // an unfinished shard is completed by re-running the original command
+        }
+        let status = sink::parquet::read_status(&store.path(&sink::status_rel(k)))?;
+        if status.iter().any(wanted) {
+            affected.insert(k, status);
+        }
+    }
+    let mut summary = RetrySummary::default();
+    if affected.is_empty() {
+        return Ok(summary);
+    }
+
+    // The affected shards' records, from the same source in the same order.
+    let src = source::open(&cfg)?;
+    let info = src.info().clone();
+    let mut records: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
+    for (n, item) in src.records()?.enumerate() {
+        if cfg.limit.is_some_and(|l| n as u64 >= l) {
+            break;
+        }
+        let k = n / cfg.shard_size;
+        if k > *affected.keys().last().unwrap_or(&0) {
+            break;
+        }
+        if affected.contains_key(&k) {
+            records.entry(k).or_default().push(item?);
+        }
+    }
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .context("cannot start the worker threads")?;
+    let loader = Loader::new(
+        if info.remote {
+            Some(cfg.fetch.settings()?)
+        } else {
+            None
+        },
+        cfg.fetch.concurrency,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let ctx = Ctx {
+        cfg: cfg.clone(),
+        settings: ConditionSettings {
+            max_persons: cfg.max_persons,
+        },
+    };
+    let schema = dataset_schema(&cfg, &info);
+    let mut sink = ParquetSink::new(store.clone(), schema, cfg.resolution)?;
+
+    for (k, old_status) in affected {
+        let t0 = Instant::now();
+        let recs = records.remove(&k).unwrap_or_default();
+        let same = recs.len() == old_status.len()
+            && recs.iter().zip(&old_status).all(|(r, s)| r.key == s.key);
+        if !same {
+            bail!(
+                "shard {k}: the source no longer yields the records it had (was {} rows, keys differ or count changed); \
+                 --retry-failed needs the same input as the original run ({})",
+                old_status.len(),
+                info.description
+            );
+        }
+        let positions: Vec<usize> = (0..recs.len())
+            .filter(|&i| wanted(&old_status[i]))
+            .collect();
+        let fetched: Vec<Fetched> = rt.block_on(
+            loader
+                .ordered(futures_util::stream::iter(positions.clone()), |i| {
+                    loader.load(&recs[i].image)
+                })
+                .collect(),
+        );
+        let processed: Vec<Processed> = pool.install(|| {
+            positions
+                .par_iter()
+                .zip(fetched.into_par_iter())
+                .map(|(&i, f)| ctx.process(&recs[i], Some(f)))
+                .collect()
+        });
+        let mut retried: BTreeMap<usize, Processed> =
+            positions.iter().copied().zip(processed).collect();
+
+        // Old rows by key, as Arrow slices.
+        let mut old_rows: std::collections::HashMap<String, arrow_array::RecordBatch> =
+            std::collections::HashMap::new();
+        {
+            use arrow_array::cast::AsArray;
+            let path = store.path(&sink::data_rel(k));
+            let file = std::fs::File::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                    .build()?;
+            for batch in reader {
+                let batch = batch?;
+                let keys = batch
+                    .column_by_name("key")
+                    .context("shard without key column")?
+                    .as_string::<i32>()
+                    .clone();
+                for i in 0..batch.num_rows() {
+                    old_rows.insert(keys.value(i).to_string(), batch.slice(i, 1));
+                }
+            }
+        }
+
+        sink.begin_shard(k)?;
+        let mut status = Vec::with_capacity(old_status.len());
+        for (i, old) in old_status.into_iter().enumerate() {
+            match retried.remove(&i) {
+                Some(p) => {
+                    summary.retried += 1;
+                    let attempts = old.attempts + p.attempts;
+                    let (state, error, detail) = match p.outcome {
+                        Outcome::Row(r) => {
+                            summary.recovered += 1;
+                            sink.write(&[*r])?;
+                            ("success", None, None)
+                        }
+                        Outcome::Failed(f) => ("failed", Some(f.class), Some(f.detail)),
+                        Outcome::Filtered(reason) => ("filtered", Some(reason), None),
+                    };
+                    status.push(StatusRow {
+                        key: p.key,
+                        url: p.url,
+                        status: state,
+                        error,
+                        detail,
+                        http_status: p.http_status,
+                        attempts,
+                    });
+                }
+                None => {
+                    if old.status == "success" {
+                        let batch = old_rows
+                            .get(&old.key)
+                            .with_context(|| format!("shard {k}: row {} is a success in status but missing from the data file", old.key))?;
+                        sink.write_batch(batch)?;
+                    }
+                    status.push(old);
+                }
+            }
+        }
+        let stats = stats_from_status(k, &fingerprint, &status, t0.elapsed().as_secs_f64());
+        sink.commit_shard(stats, &status)?;
+        summary.shards.push(k);
+    }
+
+    let all = sink::read_all_stats(&store, m.num_shards)?;
+    let (shards, rows, failed, filtered) = manifest::totals(&all);
+    let mut m2 = m;
+    m2.command = opts.command.clone();
+    m2.complete = all.len() == m2.num_shards;
+    m2.shards = shards;
+    m2.rows = rows;
+    m2.failed = failed;
+    m2.filtered = filtered;
+    manifest::write_if_changed(&store, m2)?;
+    Ok(summary)
 }

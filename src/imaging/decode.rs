@@ -22,6 +22,19 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, RowFailure>
             "not_an_image",
             format!("unrecognised file signature {}", signature_hex(bytes)),
         ));
+    } // The declared size straight from the header bytes, before any decoder is built: a
+      // decompression bomb is refused even when the rest of its file is junk.
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        let pixels = size.width as u64 * size.height as u64;
+        if pixels > max_pixels {
+            return Err(RowFailure::new(
+                "too_many_pixels",
+                format!(
+                    "{}x{} = {pixels} pixels is over the limit of {max_pixels} (--max-pixels)",
+                    size.width, size.height
+                ),
+            ));
+        }
     }
     let mut reader = reader;
     let mut limits = image::Limits::default();

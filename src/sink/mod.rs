@@ -191,6 +191,12 @@ impl ParquetSink {
             None => bail!("internal error: rows written before a shard began"),
         }
     }
+    pub fn write_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
+        match &mut self.current {
+            Some((_, _, w)) => w.write_batch(batch),
+            None => bail!("internal error: rows written before a shard began"),
+        }
+    }
 
     /// Finish, hash and commit the current shard with its status rows (one per input
     /// record); returns the stats as committed.

@@ -191,6 +191,13 @@ impl ShardWriter {
         self.rows += rows.len();
         Ok(())
     }
+    /// Append rows already in this dataset's Arrow layout (e.g. read back from an earlier
+    /// shard when merging retried rows in).
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
 
     /// Finish the file (footer written, data flushed to the OS). Returns the row count.
     pub fn finish(self) -> Result<usize> {
@@ -402,4 +409,48 @@ pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<()> {
     let mut inner = w.into_inner()?;
     std::io::Write::flush(&mut inner)?;
     Ok(())
+}
+
+/// Read a shard's status rows back.
+pub fn read_status(path: &Path) -> Result<Vec<StatusRow>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int32Type;
+    use arrow_array::Array;
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable status file", path.display()))?
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let b = batch.with_context(|| format!("cannot read {}", path.display()))?;
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .with_context(|| format!("{}: no column {n}", path.display()))
+        };
+        let key = col("key")?.as_string::<i32>().clone();
+        let url = col("url")?.as_string::<i32>().clone();
+        let status = col("status")?.as_string::<i32>().clone();
+        let error = col("error")?.as_string::<i32>().clone();
+        let detail = col("detail")?.as_string::<i32>().clone();
+        let http = col("http_status")?.as_primitive::<Int32Type>().clone();
+        let attempts = col("attempts")?.as_primitive::<Int32Type>().clone();
+        for i in 0..b.num_rows() {
+            let opt =
+                |a: &arrow_array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+            out.push(StatusRow {
+                key: key.value(i).to_string(),
+                url: url.value(i).to_string(),
+                status: match status.value(i) {
+                    "success" => "success",
+                    "filtered" => "filtered",
+                    _ => "failed",
+                },
+                error: opt(&error),
+                detail: opt(&detail),
+                http_status: (!http.is_null(i)).then(|| http.value(i) as u16),
+                attempts: attempts.value(i).max(0) as u32,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -37,6 +37,8 @@ struct CocoImage {
     height: Option<i64>,
     #[serde(default)]
     file_name: Option<String>,
+    #[serde(default)]
+    coco_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +68,7 @@ fn person_category() -> i64 {
 struct Entry {
     id: i64,
     file_name: String,
+    coco_url: Option<String>,
     width: Option<i64>,
     height: Option<i64>,
     captions: Vec<String>,
@@ -78,6 +81,8 @@ pub struct CocoSource {
     split: String,
     seg_dir: Option<PathBuf>,
     entries: Vec<Entry>,
+    /// No local image folder: images come from each entry's `coco_url`.
+    remote: bool,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<T> {
@@ -151,6 +156,7 @@ impl CocoSource {
                 Entry {
                     id: img.id,
                     file_name,
+                    coco_url: img.coco_url.filter(|u| !u.is_empty()),
                     width: img.width,
                     height: img.height,
                     captions: Vec::new(),
@@ -201,6 +207,18 @@ impl CocoSource {
             }
         }
         let entries: Vec<Entry> = by_id.into_values().collect();
+        // Without ROOT/{split}/ the images are downloaded from their coco_url.
+        let remote = !root.join(&split).is_dir();
+        if remote {
+            if let Some(e) = entries.iter().find(|e| e.coco_url.is_none()) {
+                bail!(
+                    "{} not found, and image {} in {} has no coco_url to download it from; extract {split}.zip under --input",
+                    root.join(&split).display(),
+                    e.id,
+                    captions_path.display()
+                );
+            }
+        }
         let info = SourceInfo {
             name,
             meta_columns: vec![
@@ -210,6 +228,7 @@ impl CocoSource {
             ],
             has_keypoints: entries.first().is_some_and(|e| e.persons.is_some()),
             has_seg: seg_dir.is_some(),
+            remote,
             size_hint: Some(entries.len() as u64),
             description: format!(
                 "COCO {split} at {} ({} images)",
@@ -223,6 +242,7 @@ impl CocoSource {
             split,
             seg_dir,
             entries,
+            remote,
         })
     }
 }
@@ -239,6 +259,7 @@ impl Source for CocoSource {
             split,
             seg_dir,
             entries,
+            remote,
         } = *self;
         let image_dir = root.join(&split);
         let name = info.name;
@@ -246,7 +267,10 @@ impl Source for CocoSource {
             Ok(Record {
                 key: format!("{name}/{split}/{:012}", e.id),
                 captions: e.captions,
-                image: ImageRef::Path(image_dir.join(&e.file_name)),
+                image: match (&e.coco_url, remote) {
+                    (Some(url), true) => ImageRef::Url(url.clone()),
+                    _ => ImageRef::Path(image_dir.join(&e.file_name)),
+                },
                 annotations: Annotations {
                     persons: e.persons,
                     seg_map: seg_dir

@@ -79,6 +79,7 @@ impl FolderSource {
             meta_columns: vec![("file_name".into(), MetaType::Str)],
             has_keypoints: false,
             has_seg: false,
+            remote: false,
             size_hint: Some(items.len() as u64),
             description: format!("folder {} ({} images)", root.display(), items.len()),
         };

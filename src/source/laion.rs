@@ -210,6 +210,7 @@ impl LaionSource {
             meta_columns,
             has_keypoints: false,
             has_seg: false,
+            remote: true,
             size_hint,
             description: format!("LAION metadata {}", path.display()),
         };

@@ -29,6 +29,8 @@ pub struct SourceInfo {
     pub has_keypoints: bool,
     /// Records carry COCO-Stuff label maps.
     pub has_seg: bool,
+    /// Images come over HTTP(S): the loader uses the download stage.
+    pub remote: bool,
     /// The number of records, when cheap to know.
     pub size_hint: Option<u64>,
     /// A one-line description for the plan and dataset.json.
