@@ -75,6 +75,91 @@ struct Processed {
     outcome: Outcome,
     http_status: Option<u16>,
     attempts: u32,
+    /// Bytes loaded (downloaded or read) for this record.
+    bytes: u64,
+}
+
+/// Live counters behind the progress bar and the error-class warnings.
+struct Live {
+    started: Instant,
+    done: u64,
+    ok: u64,
+    bytes: u64,
+    classes: BTreeMap<String, u64>,
+    warned: std::collections::HashSet<String>,
+}
+
+/// Warn when one failure class reaches this share of the rows seen (after `WARN_MIN` rows).
+const WARN_SHARE: f64 = 0.2;
+const WARN_MIN: u64 = 50;
+
+impl Live {
+    fn new() -> Self {
+        Live {
+            started: Instant::now(),
+            done: 0,
+            ok: 0,
+            bytes: 0,
+            classes: BTreeMap::new(),
+            warned: std::collections::HashSet::new(),
+        }
+    }
+
+    fn update(&mut self, outcomes: &[Processed], pb: Option<&indicatif::ProgressBar>) {
+        for p in outcomes {
+            self.done += 1;
+            self.bytes += p.bytes;
+            match &p.outcome {
+                Outcome::Row(_) => self.ok += 1,
+                Outcome::Failed(f) => *self.classes.entry(f.class.clone()).or_insert(0) += 1,
+                Outcome::Filtered(_) => {}
+            }
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let mut top: Vec<(&String, &u64)> = self.classes.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let top: Vec<String> = top
+            .iter()
+            .take(3)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        if let Some(pb) = pb {
+            pb.inc(outcomes.len() as u64);
+            pb.set_message(format!(
+                "{:.1} MB/s, {:.1}% ok{}",
+                self.bytes as f64 / secs / 1e6,
+                100.0 * self.ok as f64 / self.done.max(1) as f64,
+                if top.is_empty() {
+                    String::new()
+                } else {
+                    format!(", errors: {}", top.join(", "))
+                }
+            ));
+        }
+        if self.done >= WARN_MIN {
+            for (class, n) in &self.classes {
+                let share = *n as f64 / self.done as f64;
+                if share >= WARN_SHARE && self.warned.insert(class.clone()) {
+                    let hint = match class.as_str() {
+                        "dns" => " — check the resolver (/etc/resolv.conf) or lower --concurrency",
+                        "timeout" | "connect" => " — the network or the hosts are slow: raise --timeout or lower --per-host-concurrency",
+                        "http_429" | "http_503" => " — hosts are rate limiting: lower --per-host-concurrency",
+                        "blocked_address" => " — URLs point at refused addresses (see --allow-network)",
+                        _ => "",
+                    };
+                    let msg = format!(
+                        "warning: {:.0}% of the {} rows so far failed with {class}{hint}",
+                        share * 100.0,
+                        self.done
+                    );
+                    match pb {
+                        Some(pb) => pb.println(msg),
+                        None => eprintln!("{msg}"),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Messages from the source thread (and passed on by the loader).
@@ -332,8 +417,8 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let mut fatal: Option<anyhow::Error> = None;
     let mut skipped = Vec::new();
     let mut current: Option<usize> = None;
-    let mut failures = 0usize;
-    let flush = |chunk: &mut Vec<Loaded>, failures: &mut usize| -> bool {
+    let mut live = Live::new();
+    let flush = |chunk: &mut Vec<Loaded>, live: &mut Live| -> bool {
         if chunk.is_empty() {
             return true;
         }
@@ -344,16 +429,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
                 .map(|(_, rec, fetched)| ctx.process(&rec, fetched))
                 .collect()
         });
-        *failures += outcomes
-            .iter()
-            .filter(|p| matches!(p.outcome, Outcome::Failed(_)))
-            .count();
-        if let Some(pb) = &progress {
-            pb.inc(outcomes.len() as u64);
-            if *failures > 0 {
-                pb.set_message(format!("{failures} failed"));
-            }
-        }
+        live.update(&outcomes, progress.as_ref());
         sink_tx.send(SinkMsg::Rows(outcomes)).is_ok()
     };
     while let Some(msg) = load_rx.blocking_recv() {
@@ -366,7 +442,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
                     }
                 }
                 chunk.push((k, rec, bytes));
-                if chunk.len() >= chunk_size && !flush(&mut chunk, &mut failures) {
+                if chunk.len() >= chunk_size && !flush(&mut chunk, &mut live) {
                     break;
                 }
             }
@@ -374,7 +450,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
                 if current != Some(k) && sink_tx.send(SinkMsg::Begin(k)).is_err() {
                     break;
                 }
-                if !flush(&mut chunk, &mut failures) || sink_tx.send(SinkMsg::End(k, n)).is_err() {
+                if !flush(&mut chunk, &mut live) || sink_tx.send(SinkMsg::End(k, n)).is_err() {
                     break;
                 }
                 current = None;
@@ -691,9 +767,10 @@ struct Ctx {
 
 impl Ctx {
     fn process(&self, rec: &Record, fetched: Option<Fetched>) -> Processed {
-        let (http_status, attempts) = fetched
-            .as_ref()
-            .map_or((None, 0), |f| (f.http_status, f.attempts));
+        let (http_status, attempts, bytes) = fetched.as_ref().map_or((None, 0, 0), |f| {
+            let n = f.result.as_ref().map_or(0, |b| b.len() as u64);
+            (f.http_status, f.attempts, n)
+        });
         let outcome = if let Some(reason) = &rec.filtered {
             Outcome::Filtered(reason.clone())
         } else {
@@ -712,6 +789,7 @@ impl Ctx {
             outcome,
             http_status,
             attempts,
+            bytes,
         }
     }
 
@@ -868,7 +946,7 @@ fn make_progress(
         _ => indicatif::ProgressBar::new_spinner(),
     };
     let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} records  {per_sec}  ETA {eta}  {msg}",
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     pb.set_style(style);

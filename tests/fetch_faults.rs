@@ -504,3 +504,28 @@ fn names_are_checked_after_resolution_and_retry_failed_merges_in() {
         serde_json::from_slice(&std::fs::read(out2.join("dataset.json")).unwrap()).unwrap();
     assert_eq!(m["rows"], 3);
 }
+
+#[test]
+fn a_dominant_error_class_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = tmp.path().join("meta.parquet");
+    let urls: Vec<String> = (0..60)
+        .map(|i| format!("http://10.1.2.{i}/x.jpg"))
+        .collect();
+    write_meta(&meta, &urls);
+    let out = tmp.path().join("out");
+    let o = run_ok(&[
+        "fetch",
+        "--source",
+        "laion",
+        "--input",
+        meta.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let err = stderr(&o);
+    assert!(err.contains("failed with blocked_address"), "{err}");
+    assert!(err.contains("see --allow-network"), "{err}");
+    assert_eq!(read_status(&out).len(), 60);
+}
