@@ -139,6 +139,9 @@ pub struct BuildArgs {
     /// Encoding of the `image` column; condition maps are always PNG [default: jpeg].
     #[arg(long, value_enum)]
     pub image_format: Option<ImageFormat>,
+    /// How rows are stored: HF-loadable Parquet, or WebDataset tar shards [default: parquet].
+    #[arg(long, value_enum)]
+    pub output_format: Option<crate::sink::OutputFormat>,
 
     /// JPEG quality [default: 95].
     #[arg(long, value_name = "Q")]
@@ -304,6 +307,7 @@ impl BuildCommand {
             resolution: a.resolution.or(f.resolution),
             resize_mode: a.resize_mode.or(f.resize_mode),
             image_format: a.image_format.or(f.image_format),
+            output_format: a.output_format.or(f.output_format),
             jpeg_quality: a.jpeg_quality.or(f.jpeg_quality),
             max_persons: a.max_persons.or(f.max_persons),
             keypose_from: a.keypose_from.or(f.keypose_from),

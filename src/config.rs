@@ -139,6 +139,9 @@ pub struct BuildConfig {
     pub resolution: u32,
     pub resize_mode: ResizeMode,
     pub image_format: ImageFormat,
+    /// Parquet (HF datasets) or WebDataset tar shards.
+    #[serde(default)]
+    pub output_format: crate::sink::OutputFormat,
     pub jpeg_quality: u8,
     pub max_persons: Option<usize>,
     pub keypose_from: KeyposeFrom,
@@ -297,6 +300,7 @@ impl BuildConfig {
             resolution,
             resize_mode: args.resize_mode.unwrap_or(ResizeMode::CenterCrop),
             image_format: args.image_format.unwrap_or(ImageFormat::Jpeg),
+            output_format: args.output_format.unwrap_or_default(),
             jpeg_quality,
             max_persons: args.max_persons,
             keypose_from,

@@ -302,7 +302,12 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
 
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
-    let sink = ParquetSink::new(store.clone(), schema.clone(), cfg.resolution)?;
+    let sink = ParquetSink::new(
+        store.clone(),
+        schema.clone(),
+        cfg.resolution,
+        cfg.output_format,
+    )?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .thread_name(|i| format!("prep-cpu-{i}"))
@@ -1081,6 +1086,9 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
         format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())
     })?;
     let cfg = m.config.clone();
+    if cfg.output_format != sink::OutputFormat::Parquet {
+        bail!("--retry-failed merges rows into Parquet shards; {} holds webdataset shards (re-fetch the failed URLs listed in status/ instead)", out.display());
+    }
     let fingerprint = cfg.fingerprint();
     if fingerprint != m.fingerprint {
         bail!("{}: its config fingerprint does not match its settings (written by another prep version?); rebuild it", out.display());
@@ -1147,7 +1155,7 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
         },
     };
     let schema = dataset_schema(&cfg, &info);
-    let mut sink = ParquetSink::new(store.clone(), schema, cfg.resolution)?;
+    let mut sink = ParquetSink::new(store.clone(), schema, cfg.resolution, cfg.output_format)?;
 
     for (k, old_status) in affected {
         let t0 = Instant::now();

@@ -417,3 +417,71 @@ fn laion_csv_and_jsonl_and_missing_column() {
         stderr(&o)
     );
 }
+
+#[test]
+fn webdataset_output_writes_tar_shards_with_jpg_txt_json() {
+    let (base, _server) = serve();
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("meta.csv");
+    std::fs::write(
+        &csv,
+        format!("URL,TEXT\n{base}/ok/1.jpg,first\n{base}/missing,gone\n{base}/ok/2.jpg,second\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("wds");
+    let args = [
+        "fetch",
+        "--allow-network",
+        "127.0.0.1/32",
+        "--source",
+        "laion",
+        "--input",
+        csv.to_str().unwrap(),
+        "--output-format",
+        "webdataset",
+        "--resolution",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    run_ok(&args);
+    let tar_path = out.join("data/part-00000.tar");
+    let mut names = Vec::new();
+    let mut json = None;
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().to_string();
+        if name == "laion_000000000.json" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            json = Some(serde_json::from_str::<serde_json::Value>(&s).unwrap());
+        }
+        names.push(name);
+    }
+    assert_eq!(
+        names,
+        [
+            "laion_000000000.jpg",
+            "laion_000000000.txt",
+            "laion_000000000.json",
+            "laion_000000002.jpg",
+            "laion_000000002.txt",
+            "laion_000000002.json"
+        ]
+    );
+    let json = json.unwrap();
+    assert_eq!(json["key"], "laion/000000000");
+    assert_eq!(json["url"], format!("{base}/ok/1.jpg"));
+    assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
+    // Resume works the same way for tar shards.
+    let before = std::fs::read(&tar_path).unwrap();
+    let o = run_ok(&args);
+    assert!(
+        stderr(&o).contains("skipped 1 already complete"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&tar_path).unwrap(), before);
+}

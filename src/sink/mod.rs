@@ -16,6 +16,7 @@
 
 pub mod parquet;
 pub mod store;
+pub mod webdataset;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -31,7 +32,31 @@ pub use self::store::LocalStore;
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub fn data_rel(shard: usize) -> String {
-    format!("data/part-{shard:05}.parquet")
+    data_rel_as(shard, OutputFormat::Parquet)
+}
+
+/// The data file of shard `shard` in `format`.
+pub fn data_rel_as(shard: usize, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Parquet => format!("data/part-{shard:05}.parquet"),
+        OutputFormat::Webdataset => format!("data/part-{shard:05}.tar"),
+    }
+}
+
+/// How rows are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// HF `datasets` Parquet (image columns decode to PIL images).
+    #[default]
+    Parquet,
+    /// WebDataset tar shards (`key.jpg`, `key.txt`, `key.json`, `key.COND.png`).
+    Webdataset,
+}
+
+enum Writer {
+    Parquet(ShardWriter),
+    Tar(webdataset::TarShardWriter),
 }
 
 pub fn status_rel(shard: usize) -> String {
@@ -109,11 +134,7 @@ pub fn is_download_failure(class: &str) -> bool {
 
 /// Is shard `k` complete for this fingerprint? `Err` when it was built with other settings.
 pub fn shard_complete(store: &LocalStore, shard: usize, fingerprint: &str) -> Result<bool> {
-    let data = data_rel(shard);
     let stats = stats_rel(shard);
-    let Some(size) = store.size(&data) else {
-        return Ok(false);
-    };
     if !store.exists(&stats) || !store.exists(&status_rel(shard)) {
         return Ok(false);
     }
@@ -129,8 +150,8 @@ pub fn shard_complete(store: &LocalStore, shard: usize, fingerprint: &str) -> Re
             &fingerprint[..12],
             store.root().display()
         );
-    }
-    Ok(s.parquet.bytes == size)
+    } // The data file the stats name (Parquet or tar) must be there, whole.
+    Ok(store.size(&s.parquet.file) == Some(s.parquet.bytes))
 }
 
 /// A `Write` that hashes and counts what passes through.
@@ -157,11 +178,17 @@ pub struct ParquetSink {
     store: LocalStore,
     schema: DatasetSchema,
     resolution: u32,
-    current: Option<(usize, PathBuf, ShardWriter)>,
+    format: OutputFormat,
+    current: Option<(usize, PathBuf, Writer)>,
 }
 
 impl ParquetSink {
-    pub fn new(store: LocalStore, schema: DatasetSchema, resolution: u32) -> Result<Self> {
+    pub fn new(
+        store: LocalStore,
+        schema: DatasetSchema,
+        resolution: u32,
+        format: OutputFormat,
+    ) -> Result<Self> {
         store.ensure_dir("data")?;
         store.ensure_dir("stats")?;
         store.ensure_dir("status")?;
@@ -169,31 +196,43 @@ impl ParquetSink {
             store,
             schema,
             resolution,
+            format,
             current: None,
         })
     }
 
     pub fn begin_shard(&mut self, shard: usize) -> Result<()> {
         self.abort_shard();
-        let rel = data_rel(shard);
+        let rel = data_rel_as(shard, self.format);
         self.store.clear_stale_temps(&rel);
         self.store.clear_stale_temps(&stats_rel(shard));
         self.store.clear_stale_temps(&status_rel(shard));
         let tmp = self.store.temp_path(&rel);
-        let writer = ShardWriter::create(&tmp, &self.schema, self.resolution)?;
+        let writer = match self.format {
+            OutputFormat::Parquet => {
+                Writer::Parquet(ShardWriter::create(&tmp, &self.schema, self.resolution)?)
+            }
+            OutputFormat::Webdataset => {
+                Writer::Tar(webdataset::TarShardWriter::create(&tmp, &self.schema)?)
+            }
+        };
         self.current = Some((shard, tmp, writer));
         Ok(())
     }
 
     pub fn write(&mut self, rows: &[Row]) -> Result<()> {
         match &mut self.current {
-            Some((_, _, w)) => w.write(rows),
+            Some((_, _, Writer::Parquet(w))) => w.write(rows),
+            Some((_, _, Writer::Tar(w))) => w.write(rows),
             None => bail!("internal error: rows written before a shard began"),
         }
     }
     pub fn write_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
         match &mut self.current {
-            Some((_, _, w)) => w.write_batch(batch),
+            Some((_, _, Writer::Parquet(w))) => w.write_batch(batch),
+            Some((_, _, Writer::Tar(_))) => {
+                bail!("Arrow rows cannot be appended to a webdataset shard")
+            }
             None => bail!("internal error: rows written before a shard began"),
         }
     }
@@ -209,9 +248,12 @@ impl ParquetSink {
             bail!("internal error: commit without a shard");
         };
         debug_assert_eq!(shard, stats.shard);
-        stats.rows = writer.finish()?;
+        stats.rows = match writer {
+            Writer::Parquet(w) => w.finish()?,
+            Writer::Tar(w) => w.finish()?,
+        };
         let (bytes, sha256) = hash_file(&tmp)?;
-        let rel = data_rel(shard);
+        let rel = data_rel_as(shard, self.format);
         stats.parquet = FileInfo {
             file: rel.clone(),
             bytes,
@@ -265,12 +307,14 @@ pub fn read_all_stats(store: &LocalStore, num_shards: usize) -> Result<Vec<Shard
     let mut out = Vec::new();
     for k in 0..num_shards {
         let rel = stats_rel(k);
-        if !store.exists(&rel) || !store.exists(&data_rel(k)) {
+        if !store.exists(&rel) {
             continue;
         }
         let s: ShardStats = serde_json::from_slice(&store.read(&rel)?)
             .with_context(|| format!("{} is not a valid stats file", store.path(&rel).display()))?;
-        out.push(s);
+        if store.exists(&s.parquet.file) {
+            out.push(s);
+        }
     }
     Ok(out)
 }
