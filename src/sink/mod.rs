@@ -55,7 +55,7 @@ pub enum OutputFormat {
 }
 
 enum Writer {
-    Parquet(ShardWriter),
+    Parquet(Box<ShardWriter>),
     Tar(webdataset::TarShardWriter),
 }
 
@@ -209,9 +209,11 @@ impl ParquetSink {
         self.store.clear_stale_temps(&status_rel(shard));
         let tmp = self.store.temp_path(&rel);
         let writer = match self.format {
-            OutputFormat::Parquet => {
-                Writer::Parquet(ShardWriter::create(&tmp, &self.schema, self.resolution)?)
-            }
+            OutputFormat::Parquet => Writer::Parquet(Box::new(ShardWriter::create(
+                &tmp,
+                &self.schema,
+                self.resolution,
+            )?)),
             OutputFormat::Webdataset => {
                 Writer::Tar(webdataset::TarShardWriter::create(&tmp, &self.schema)?)
             }
