@@ -35,6 +35,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: cmd.dry_run,
                 progress: !cmd.quiet,
                 command: std::env::args().collect(),
+                model_files: cmd.model_file.clone(),
+                batch_size: cmd.batch_size,
+                device: cmd.device,
             };
             let s = pipeline::build(&cfg, &out, &opts)?;
             if cmd.dry_run {
@@ -62,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("output: {}", out.display());
             Ok(())
         }
+        Command::Models(args) => prep::models_cmd::run(args),
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {

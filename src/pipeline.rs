@@ -21,6 +21,9 @@ use anyhow::{bail, Context, Result};
 use image::GrayImage;
 use rayon::prelude::*;
 
+mod model_stage;
+
+use crate::condition::model::{ModelSet, Pending};
 use crate::condition::{self, ConditionKind, ConditionSettings, Prepared};
 use crate::config::{BuildConfig, ShardSelector};
 use crate::error::RowFailure;
@@ -42,6 +45,11 @@ pub struct RunOptions {
     pub progress: bool,
     /// The command line, recorded in dataset.json.
     pub command: Vec<String>,
+    /// `--model-file NAME=PATH` overrides (checked against the pins).
+    pub model_files: Vec<String>,
+    /// Images per inference call (`--batch-size`).
+    pub batch_size: Option<usize>,
+    pub device: crate::runtime::Device,
 }
 
 /// What a run did.
@@ -60,7 +68,8 @@ pub struct BuildSummary {
 
 /// The outcome of one record.
 enum Outcome {
-    Row(Box<Row>),
+    /// A row; with model-backed conditions still to fill in by the model stage.
+    Row(Box<Row>, Option<Box<Pending>>),
     Failed(RowFailure),
     Filtered(String),
 }
@@ -177,10 +186,14 @@ fn check_capabilities(cfg: &BuildConfig, info: &SourceInfo) -> Result<()> {
                 "--condition seg needs COCO-Stuff label maps, which --source {} does not have; use --source coco with stuffthingmaps_trainval2017/ under --input",
                 info.name
             ),
-            ConditionKind::Keypose if !info.has_keypoints => bail!(
-                "--condition keypose from ground truth needs keypoint annotations, which --source {} does not have; use --source coco with person_keypoints_*.json",
+            ConditionKind::Keypose
+                if !info.has_keypoints && cfg.keypose_from == crate::config::KeyposeFrom::Gt =>
+            {
+                bail!(
+                "--condition keypose from ground truth needs keypoint annotations, which --source {} does not have; use --source coco with person_keypoints_*.json, or --keypose-from model",
                 info.name
-            ),
+            )
+            }
             _ => {}
         }
     }
@@ -197,6 +210,20 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let fingerprint = cfg.fingerprint();
     check_fingerprint(&store, &fingerprint)?;
     let schema = dataset_schema(cfg, &info);
+    let models = if opts.dry_run {
+        None
+    } else {
+        ModelSet::open(
+            cfg,
+            &opts.model_files,
+            &crate::runtime::RuntimeOptions {
+                threads: opts.threads,
+                device: opts.device,
+            },
+            opts.batch_size.unwrap_or(4),
+        )?
+        .map(Arc::new)
+    };
 
     if opts.dry_run {
         print_plan(cfg, out, opts, &info, &schema, &store, &fingerprint);
@@ -206,11 +233,13 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
     let sink = ParquetSink::new(store.clone(), schema.clone(), cfg.resolution)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .thread_name(|i| format!("prep-cpu-{i}"))
-        .build()
-        .context("cannot start the worker threads")?;
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.unwrap_or(0))
+            .thread_name(|i| format!("prep-cpu-{i}"))
+            .build()
+            .context("cannot start the worker threads")?,
+    );
     let threads = pool.current_num_threads();
     let loader = Loader::new(
         info.name == "laion",
@@ -298,6 +327,16 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
             .name("prep-sink".into())
             .spawn(move || run_sink(sink, sink_rx, fingerprint))?
     };
+    // Stage 3b (model-backed conditions): inference on its own thread, then decoding and
+    // PNG encoding on the CPU pool, so the network runs while the pool decodes the next
+    // chunk and encodes the previous one.
+    let (sink_tx, model_threads) = match &models {
+        None => (sink_tx, None),
+        Some(m) => {
+            let (tx, handles) = model_stage::spawn(m.clone(), pool.clone(), sink_tx)?;
+            (tx, Some(handles))
+        }
+    };
 
     // Stage 3: CPU work on this thread's pool, in chunks that never straddle shards.
     let ctx = Ctx {
@@ -305,6 +344,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         settings: ConditionSettings {
             max_persons: cfg.max_persons,
         },
+        models: models.clone(),
     };
     let chunk_size = threads * 4;
     let mut chunk: Vec<Loaded> = Vec::new();
@@ -376,6 +416,10 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     stop.store(true, Ordering::SeqCst);
     drop(load_rx);
     drop(sink_tx);
+    let model_result = match model_threads {
+        Some(h) => h.join(),
+        None => Ok(()),
+    };
     let sink_result = sink_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the sink thread panicked"))?;
@@ -386,6 +430,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
+    model_result?;
     if let Some(e) = fatal {
         return Err(e.context("stopped; shards committed before this point are complete and will be skipped on the next run"));
     }
@@ -571,7 +616,7 @@ fn run_sink(
                 let mut rows = Vec::new();
                 for (key, o) in outcomes {
                     match o {
-                        Outcome::Row(r) => rows.push(*r),
+                        Outcome::Row(r, _) => rows.push(*r),
                         Outcome::Failed(f) => {
                             *s.failed.entry(f.class.clone()).or_insert(0) += 1;
                             s.failures.push(FailureEntry {
@@ -606,6 +651,7 @@ fn run_sink(
 struct Ctx {
     cfg: BuildConfig,
     settings: ConditionSettings,
+    models: Option<Arc<ModelSet>>,
 }
 
 impl Ctx {
@@ -617,14 +663,20 @@ impl Ctx {
             return Outcome::Failed(RowFailure::new("internal", "no bytes loaded"));
         };
         match bytes.and_then(|b| self.build_row(rec, &b)) {
-            Ok(Some(row)) => Outcome::Row(Box::new(row)),
+            Ok(Some((row, pending))) => Outcome::Row(Box::new(row), pending.map(Box::new)),
             Ok(None) => Outcome::Filtered("min_size".into()),
             Err(f) => Outcome::Failed(f),
         }
     }
 
     /// `Ok(None)`: dropped by `--min-size` after decoding.
-    fn build_row(&self, rec: &Record, bytes: &[u8]) -> Result<Option<Row>, RowFailure> {
+    /// With model-backed conditions, their columns are left empty and the model inputs
+    /// returned for the model stage.
+    fn build_row(
+        &self,
+        rec: &Record,
+        bytes: &[u8],
+    ) -> Result<Option<(Row, Option<Pending>)>, RowFailure> {
         let cfg = &self.cfg;
         let src = decode_rgb(bytes, cfg.max_pixels).map_err(|f| with_where(f, &rec.image))?;
         let (w, h) = src.dimensions();
@@ -665,7 +717,12 @@ impl Ctx {
             labels,
         };
         let mut conditions = Vec::with_capacity(cfg.conditions.len());
-        for &kind in &cfg.conditions {
+        let pending = self.models.as_ref().map(|m| m.prepare(&prepared.rgb));
+        for (slot, &kind) in cfg.conditions.iter().enumerate() {
+            if self.models.as_ref().is_some_and(|m| m.handles(slot)) {
+                conditions.push(Vec::new());
+                continue;
+            }
             let map = condition::compute(kind, &prepared, &self.settings)?;
             let (mw, mh) = map.dimensions();
             conditions.push(encode::encode_png(map.as_raw(), mw, mh, map.channels())?);
@@ -688,17 +745,20 @@ impl Ctx {
         } else {
             None
         };
-        Ok(Some(Row {
-            key: rec.key.clone(),
-            image,
-            text: rec.text().to_string(),
-            captions: rec.captions.clone(),
-            conditions,
-            width: ow,
-            height: oh,
-            keypoints,
-            meta: rec.meta.clone(),
-        }))
+        Ok(Some((
+            Row {
+                key: rec.key.clone(),
+                image,
+                text: rec.text().to_string(),
+                captions: rec.captions.clone(),
+                conditions,
+                width: ow,
+                height: oh,
+                keypoints,
+                meta: rec.meta.clone(),
+            },
+            pending,
+        )))
     }
 }
 
