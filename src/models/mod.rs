@@ -174,10 +174,9 @@ pub struct ModelEntry {
     pub bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub license: String,
-    /// The model whose contract condition names default to (`true` for the default model
-    /// of each of its conditions).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub default: bool,
+    /// Conditions this model is the default model of (and `--like CONDITION` copies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_for: Vec<String>,
     pub input: InputSpec,
     pub output: OutputSpec,
 }
@@ -305,7 +304,7 @@ impl Registry {
         self.entries
             .values()
             .map(|(e, _)| e)
-            .find(|e| e.default && e.serves(kind))
+            .find(|e| e.default_for.iter().any(|c| c == kind.name()))
             .or_else(|| {
                 self.entries
                     .values()
@@ -428,7 +427,7 @@ pub fn add(reg: &Registry, name: &str, file: &Path, like: &str) -> Result<ModelE
         sha256: Some(sha),
         bytes: Some(bytes),
         license: String::new(),
-        default: false,
+        default_for: Vec::new(),
         ..base
     };
     // `--like CONDITION` narrows the new model to that condition's family.
