@@ -94,7 +94,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
         }
         ModelsCommand::Fetch { name, timeout } => {
             let e = reg.get(&name)?;
-            if !(timeout > 0.0) {
+            if timeout.is_nan() || timeout <= 0.0 {
                 bail!("--timeout must be positive");
             }
             let f = models::fetch::fetch(&reg, e, Duration::from_secs_f64(timeout))?;

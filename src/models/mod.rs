@@ -209,12 +209,14 @@ impl ModelEntry {
         }
         for c in &self.conditions {
             let kind = ConditionKind::parse_list(c)?;
-            let ok = match (kind.first(), self.output.decoder) {
-                (Some(ConditionKind::Hed | ConditionKind::Sketch), DecoderKind::Edge) => true,
-                (Some(ConditionKind::Depth), DecoderKind::Depth) => true,
-                (Some(ConditionKind::Keypose), DecoderKind::Movenet) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (kind.first(), self.output.decoder),
+                (
+                    Some(ConditionKind::Hed | ConditionKind::Sketch),
+                    DecoderKind::Edge
+                ) | (Some(ConditionKind::Depth), DecoderKind::Depth)
+                    | (Some(ConditionKind::Keypose), DecoderKind::Movenet)
+            );
             if !ok {
                 bail!(
                     "model {}: decoder {:?} cannot compute condition {c:?}",
