@@ -44,6 +44,8 @@ pub enum Command {
     /// Summarise a built dataset; optionally write a contact sheet of a few rows.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
+    /// Model registry and cache: list, fetch, verify, add; `bench` times a model alone.
+    Models(crate::models_cmd::ModelsArgs),
 }
 
 const BUILD_EXAMPLES: &str = "\
@@ -105,6 +107,19 @@ pub struct BuildCommand {
     /// No progress bar (also off when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+
+    /// Use this ONNX file for a model (NAME a model or a condition); it must still match
+    /// the entry's pinned sha256. Repeatable.
+    #[arg(long, value_name = "NAME=PATH")]
+    pub model_file: Vec<String>,
+
+    /// Images per inference call of the model-backed conditions [default: 4].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Where models run.
+    #[arg(long, value_enum, default_value_t = crate::runtime::Device::Cpu)]
+    pub device: crate::runtime::Device,
 }
 
 /// Settings that shape the output. Also the schema of `pipelines/*.toml`.
@@ -123,7 +138,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub split: Option<String>,
 
-    /// Conditions to compute, comma separated: color, keypose, seg, canny.
+    /// Conditions to compute, comma separated: color, keypose, seg, canny, and the
+    /// model-backed sketch, hed, depth (see `prep models list`).
     #[arg(long, value_name = "LIST")]
     #[serde(deserialize_with = "string_or_list")]
     pub condition: Option<String>,
@@ -154,6 +170,14 @@ pub struct BuildArgs {
     /// Keypoints from ground truth or from a pose model [default: gt].
     #[arg(long, value_enum)]
     pub keypose_from: Option<KeyposeFrom>,
+
+    /// The model computing a condition, e.g. --model depth=midas-dpt-hybrid. Repeatable.
+    #[arg(long, value_name = "CONDITION=NAME")]
+    pub model: Option<Vec<String>>,
+
+    /// sketch: edge probability above this becomes white [default: 0.5].
+    #[arg(long, value_name = "T")]
+    pub sketch_threshold: Option<f32>,
 
     /// Records per shard [default: 1000].
     #[arg(long, value_name = "N")]
@@ -311,6 +335,8 @@ impl BuildCommand {
             jpeg_quality: a.jpeg_quality.or(f.jpeg_quality),
             max_persons: a.max_persons.or(f.max_persons),
             keypose_from: a.keypose_from.or(f.keypose_from),
+            model: a.model.clone().or(f.model),
+            sketch_threshold: a.sketch_threshold.or(f.sketch_threshold),
             shard_size: a.shard_size.or(f.shard_size),
             limit: a.limit.or(f.limit),
             url_col: a.url_col.clone().or(f.url_col),

@@ -154,6 +154,20 @@ pub struct BuildConfig {
     /// Drop rows whose original bytes repeat an earlier row's (sha256), within a run.
     pub dedup: bool,
     pub fetch: FetchConfig,
+    /// Models computing conditions (empty without model-backed conditions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelChoice>,
+    /// `sketch`: edge probability above this is white.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch_threshold: Option<f32>,
+}
+
+/// The model that computes a condition, pinned by sha256 (recorded in dataset.json).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelChoice {
+    pub condition: String,
+    pub model: String,
+    pub sha256: String,
 }
 
 /// How this process shares the shard list with others: it takes the shards whose index
@@ -228,10 +242,25 @@ impl BuildConfig {
         if !(1..=100).contains(&jpeg_quality) {
             bail!("--jpeg-quality {jpeg_quality}: must be 1..=100");
         }
-        let keypose_from = args.keypose_from.unwrap_or(KeyposeFrom::Gt);
-        if conditions.contains(&ConditionKind::Keypose) && keypose_from == KeyposeFrom::Model {
-            bail!("--keypose-from model needs the ONNX model runtime, which this build of prep does not include yet; use --keypose-from gt with a COCO source (person_keypoints_*.json)");
-        }
+        // COCO (and the demo, in COCO layout) keep ground truth; other sources have none.
+        let keypose_from = args.keypose_from.unwrap_or(match source {
+            SourceKind::Coco | SourceKind::Demo => KeyposeFrom::Gt,
+            _ => KeyposeFrom::Model,
+        });
+        let models = crate::condition::model::choose_models(
+            &conditions,
+            keypose_from,
+            args.model.as_deref().unwrap_or_default(),
+        )?;
+        let sketch_threshold = if conditions.contains(&ConditionKind::Sketch) {
+            let t = args.sketch_threshold.unwrap_or(0.5);
+            if !(0.0..1.0).contains(&t) {
+                bail!("--sketch-threshold {t}: must be in [0, 1)");
+            }
+            Some(t)
+        } else {
+            None
+        };
         let filters = Filters {
             min_aesthetic: args.min_aesthetic,
             max_punsafe: args.max_punsafe,
@@ -310,6 +339,8 @@ impl BuildConfig {
             verify_hash: args.verify_hash.clone(),
             dedup: args.dedup.unwrap_or(false),
             fetch,
+            models,
+            sketch_threshold,
         })
     }
 

@@ -30,6 +30,9 @@ fn options(cmd: &BuildCommand) -> anyhow::Result<RunOptions> {
         dry_run: cmd.dry_run,
         progress: !cmd.quiet,
         command: std::env::args().collect(),
+        model_files: cmd.model_file.clone(),
+        batch_size: cmd.batch_size,
+        device: cmd.device,
     })
 }
 
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Models(args) => prep::models_cmd::run(args),
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {

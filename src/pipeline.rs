@@ -22,6 +22,9 @@ use image::GrayImage;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+mod model_stage;
+
+use crate::condition::model::{ModelSet, Pending};
 use crate::condition::{self, ConditionKind, ConditionSettings, Prepared};
 use crate::config::{BuildConfig, ShardSelector};
 use crate::error::RowFailure;
@@ -45,6 +48,11 @@ pub struct RunOptions {
     pub progress: bool,
     /// The command line, recorded in dataset.json.
     pub command: Vec<String>,
+    /// `--model-file NAME=PATH` overrides (checked against the pins).
+    pub model_files: Vec<String>,
+    /// Images per inference call (`--batch-size`).
+    pub batch_size: Option<usize>,
+    pub device: crate::runtime::Device,
 }
 
 /// What a run did.
@@ -63,7 +71,8 @@ pub struct BuildSummary {
 
 /// The outcome of one record.
 enum Outcome {
-    Row(Box<Row>),
+    /// A row; with model-backed conditions still to fill in by the model stage.
+    Row(Box<Row>, Option<Box<Pending>>),
     Failed(RowFailure),
     Filtered(String),
 }
@@ -110,7 +119,7 @@ impl Live {
             self.done += 1;
             self.bytes += p.bytes;
             match &p.outcome {
-                Outcome::Row(_) => self.ok += 1,
+                Outcome::Row(..) => self.ok += 1,
                 Outcome::Failed(f) => *self.classes.entry(f.class.clone()).or_insert(0) += 1,
                 Outcome::Filtered(_) => {}
             }
@@ -274,10 +283,14 @@ fn check_capabilities(cfg: &BuildConfig, info: &SourceInfo) -> Result<()> {
                 "--condition seg needs COCO-Stuff label maps, which --source {} does not have; use --source coco with stuffthingmaps_trainval2017/ under --input",
                 info.name
             ),
-            ConditionKind::Keypose if !info.has_keypoints => bail!(
-                "--condition keypose from ground truth needs keypoint annotations, which --source {} does not have; use --source coco with person_keypoints_*.json",
+            ConditionKind::Keypose
+                if !info.has_keypoints && cfg.keypose_from == crate::config::KeyposeFrom::Gt =>
+            {
+                bail!(
+                "--condition keypose from ground truth needs keypoint annotations, which --source {} does not have; use --source coco with person_keypoints_*.json, or --keypose-from model",
                 info.name
-            ),
+            )
+            }
             _ => {}
         }
     }
@@ -294,6 +307,20 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let fingerprint = cfg.fingerprint();
     check_fingerprint(&store, &fingerprint)?;
     let schema = dataset_schema(cfg, &info);
+    let models = if opts.dry_run {
+        None
+    } else {
+        ModelSet::open(
+            cfg,
+            &opts.model_files,
+            &crate::runtime::RuntimeOptions {
+                threads: opts.threads,
+                device: opts.device,
+            },
+            opts.batch_size.unwrap_or(4),
+        )?
+        .map(Arc::new)
+    };
 
     if opts.dry_run {
         print_plan(cfg, out, opts, &info, &schema, &store, &fingerprint);
@@ -308,11 +335,13 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         cfg.resolution,
         cfg.output_format,
     )?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .thread_name(|i| format!("prep-cpu-{i}"))
-        .build()
-        .context("cannot start the worker threads")?;
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.unwrap_or(0))
+            .thread_name(|i| format!("prep-cpu-{i}"))
+            .build()
+            .context("cannot start the worker threads")?,
+    );
     let threads = pool.current_num_threads();
     let has_urls = info.remote;
     let loader = Loader::new(
@@ -409,6 +438,16 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
             .name("prep-sink".into())
             .spawn(move || run_sink(sink, sink_rx, fingerprint, dedup))?
     };
+    // Stage 3b (model-backed conditions): inference on its own thread, then decoding and
+    // PNG encoding on the CPU pool, so the network runs while the pool decodes the next
+    // chunk and encodes the previous one.
+    let (sink_tx, model_threads) = match &models {
+        None => (sink_tx, None),
+        Some(m) => {
+            let (tx, handles) = model_stage::spawn(m.clone(), pool.clone(), sink_tx)?;
+            (tx, Some(handles))
+        }
+    };
 
     // Stage 3: CPU work on this thread's pool, in chunks that never straddle shards.
     let ctx = Ctx {
@@ -416,6 +455,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         settings: ConditionSettings {
             max_persons: cfg.max_persons,
         },
+        models: models.clone(),
     };
     let chunk_size = threads * 4;
     let mut chunk: Vec<Loaded> = Vec::new();
@@ -475,6 +515,10 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     stop.store(true, Ordering::SeqCst);
     drop(load_rx);
     drop(sink_tx);
+    let model_result = match model_threads {
+        Some(h) => h.join(),
+        None => Ok(()),
+    };
     let sink_result = sink_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the sink thread panicked"))?;
@@ -485,6 +529,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
+    model_result?;
     if let Some(e) = fatal {
         return Err(e.context("stopped; shards committed before this point are complete and will be skipped on the next run"));
     }
@@ -695,14 +740,14 @@ fn run_sink(
                 for p in outcomes {
                     let mut outcome = p.outcome;
                     if dedup {
-                        if let Outcome::Row(r) = &outcome {
+                        if let Outcome::Row(r, _) = &outcome {
                             if !seen.insert(r.sha256.clone()) {
                                 outcome = Outcome::Filtered("duplicate".into());
                             }
                         }
                     }
                     let (state, error, detail) = match outcome {
-                        Outcome::Row(r) => {
+                        Outcome::Row(r, _) => {
                             rows.push(*r);
                             ("success", None, None)
                         }
@@ -768,6 +813,7 @@ fn run_sink(
 struct Ctx {
     cfg: BuildConfig,
     settings: ConditionSettings,
+    models: Option<Arc<ModelSet>>,
 }
 
 impl Ctx {
@@ -782,7 +828,7 @@ impl Ctx {
             match fetched {
                 None => Outcome::Failed(RowFailure::new("internal", "no bytes loaded")),
                 Some(f) => match f.result.and_then(|b| self.build_row(rec, &b)) {
-                    Ok(Ok(row)) => Outcome::Row(Box::new(row)),
+                    Ok(Ok((row, pending))) => Outcome::Row(Box::new(row), pending.map(Box::new)),
                     Ok(Err(reason)) => Outcome::Filtered(reason),
                     Err(f) => Outcome::Failed(f),
                 },
@@ -799,7 +845,14 @@ impl Ctx {
     }
 
     /// `Ok(Err(reason))`: dropped by a filter after decoding.
-    fn build_row(&self, rec: &Record, bytes: &[u8]) -> Result<Result<Row, String>, RowFailure> {
+    /// With model-backed conditions, their columns are left empty and the model inputs
+    /// returned for the model stage.
+    #[allow(clippy::type_complexity)]
+    fn build_row(
+        &self,
+        rec: &Record,
+        bytes: &[u8],
+    ) -> Result<Result<(Row, Option<Pending>), String>, RowFailure> {
         let cfg = &self.cfg;
         let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = &rec.expected_sha256 {
@@ -850,7 +903,12 @@ impl Ctx {
             labels,
         };
         let mut conditions = Vec::with_capacity(cfg.conditions.len());
-        for &kind in &cfg.conditions {
+        let pending = self.models.as_ref().map(|m| m.prepare(&prepared.rgb));
+        for (slot, &kind) in cfg.conditions.iter().enumerate() {
+            if self.models.as_ref().is_some_and(|m| m.handles(slot)) {
+                conditions.push(Vec::new());
+                continue;
+            }
             let map = condition::compute(kind, &prepared, &self.settings)?;
             let (mw, mh) = map.dimensions();
             conditions.push(encode::encode_png(map.as_raw(), mw, mh, map.channels())?);
@@ -873,18 +931,21 @@ impl Ctx {
         } else {
             None
         };
-        Ok(Ok(Row {
-            key: rec.key.clone(),
-            sha256,
-            image,
-            text: rec.text().to_string(),
-            captions: rec.captions.clone(),
-            conditions,
-            width: ow,
-            height: oh,
-            keypoints,
-            meta: rec.meta.clone(),
-        }))
+        Ok(Ok((
+            Row {
+                key: rec.key.clone(),
+                sha256,
+                image,
+                text: rec.text().to_string(),
+                captions: rec.captions.clone(),
+                conditions,
+                width: ow,
+                height: oh,
+                keypoints,
+                meta: rec.meta.clone(),
+            },
+            pending,
+        )))
     }
 }
 
@@ -1086,6 +1147,9 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
         format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())
     })?;
     let cfg = m.config.clone();
+    if !cfg.models.is_empty() {
+        bail!("--retry-failed re-fetches runs without model-backed conditions; re-run `prep build` for {}", out.display());
+    }
     if cfg.output_format != sink::OutputFormat::Parquet {
         bail!("--retry-failed merges rows into Parquet shards; {} holds webdataset shards (re-fetch the failed URLs listed in status/ instead)", out.display());
     }
@@ -1153,6 +1217,7 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
         settings: ConditionSettings {
             max_persons: cfg.max_persons,
         },
+        models: None,
     };
     let schema = dataset_schema(&cfg, &info);
     let mut sink = ParquetSink::new(store.clone(), schema, cfg.resolution, cfg.output_format)?;
@@ -1222,7 +1287,7 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
                     summary.retried += 1;
                     let attempts = old.attempts + p.attempts;
                     let (state, error, detail) = match p.outcome {
-                        Outcome::Row(r) => {
+                        Outcome::Row(r, _) => {
                             summary.recovered += 1;
                             sink.write(&[*r])?;
                             ("success", None, None)

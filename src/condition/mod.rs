@@ -7,6 +7,7 @@
 mod canny;
 mod color;
 mod keypose;
+pub mod model;
 mod seg;
 
 use anyhow::{bail, Result};
@@ -31,6 +32,12 @@ pub enum ConditionKind {
     Seg,
     /// Canny edges, thresholds 100/200.
     Canny,
+    /// Binary edges (white on black) from an edge model thresholded (T2I-Adapter sketch).
+    Sketch,
+    /// Soft edges round(clip(p,0,1)·255) from an edge model (ControlNet HED/softedge).
+    Hed,
+    /// Min–max normalised inverse depth from a depth model (MiDaS).
+    Depth,
 }
 
 impl ConditionKind {
@@ -47,7 +54,22 @@ impl ConditionKind {
             ConditionKind::Keypose => "keypose",
             ConditionKind::Seg => "seg",
             ConditionKind::Canny => "canny",
+            ConditionKind::Sketch => "sketch",
+            ConditionKind::Hed => "hed",
+            ConditionKind::Depth => "depth",
         }
+    }
+
+    /// Conditions a model can compute (sketch, hed and depth always run one; keypose
+    /// does with `--keypose-from model`).
+    pub fn needs_model(self) -> bool {
+        matches!(
+            self,
+            ConditionKind::Sketch
+                | ConditionKind::Hed
+                | ConditionKind::Depth
+                | ConditionKind::Keypose
+        )
     }
 
     /// Parse `a,b,c` (order kept, duplicates refused).
@@ -59,12 +81,11 @@ impl ConditionKind {
                 "keypose" | "pose" => ConditionKind::Keypose,
                 "seg" | "segmentation" => ConditionKind::Seg,
                 "canny" => ConditionKind::Canny,
-                "sketch" | "depth" | "hed" => bail!(
-                    "condition {name:?} needs an ONNX model, which this build of prep does not run yet; \
-                     model-free conditions are: color, keypose, seg, canny"
-                ),
+                "sketch" => ConditionKind::Sketch,
+                "hed" | "softedge" => ConditionKind::Hed,
+                "depth" => ConditionKind::Depth,
                 other => bail!(
-                    "unknown condition {other:?} in --condition {list:?}; known conditions: color, keypose, seg, canny"
+                    "unknown condition {other:?} in --condition {list:?}; known conditions: color, keypose, seg, canny, sketch, hed, depth"
                 ),
             };
             if out.contains(&kind) {
@@ -134,6 +155,10 @@ pub fn compute(
                 "no COCO-Stuff label map for this image",
             )),
         },
+        ConditionKind::Sketch | ConditionKind::Hed | ConditionKind::Depth => Err(RowFailure::new(
+            "internal",
+            format!("condition {} is computed by a model stage", kind.name()),
+        )),
         ConditionKind::Keypose => match &p.persons {
             Some(persons) => {
                 let (w, h) = p.rgb.dimensions();
@@ -164,7 +189,13 @@ mod tests {
         assert!(err.contains("unknown condition \"edges\""), "{err}");
         assert!(err.contains("color, keypose, seg, canny"), "{err}");
         assert!(ConditionKind::parse_list("color,color").is_err());
-        let err = ConditionKind::parse_list("depth").unwrap_err().to_string();
-        assert!(err.contains("ONNX model"), "{err}");
+        assert_eq!(
+            ConditionKind::parse_list("hed,sketch,depth").unwrap(),
+            vec![
+                ConditionKind::Hed,
+                ConditionKind::Sketch,
+                ConditionKind::Depth
+            ]
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! deterministic order, so shard `k` always holds the same records.
 
 mod coco;
-mod demo;
+pub(crate) mod demo;
 mod folder;
 mod laion;
 

@@ -1,0 +1,831 @@
+//! Model-backed conditions (`hed`, `sketch`, `depth`, `keypose` from a pose model): the
+//! manifest's I/O contract applied to the preprocessed image ([`prepare`]), batched
+//! inference through [`crate::runtime::Net`] ([`ModelSet::infer`]) and the decoders that
+//! turn a model output into a condition map ([`ModelSet::finish`]).
+//!
+//! The pipeline calls these in three stages so that inference overlaps decode/encode:
+//! `prepare` runs in the CPU stage with the decode, `infer` on a dedicated thread that
+//! only runs the network, `finish` (decode the output, encode the PNG) on the CPU pool.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use image::{GrayImage, RgbImage};
+use ndarray::{ArrayD, Axis, IxDyn};
+
+use super::{draw_keypose, ConditionKind, KeyposeStyle};
+use crate::cvops::resize::resize_cubic_u8;
+use crate::error::RowFailure;
+use crate::models::{
+    Align, ChannelOrder, DType, DecoderKind, Fit, InputSpec, Layout, ModelEntry, SizePolicy,
+};
+use crate::record::Person;
+use crate::runtime::{Batch, ElemType, Net, RuntimeOptions};
+
+/// Where the image sits in the model input: `content` is the resized image placed at
+/// `off` inside the `input`-sized canvas.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    pub orig: (u32, u32),
+    pub input: (u32, u32),
+    pub content: (u32, u32),
+    pub off: (u32, u32),
+}
+
+impl Placement {
+    pub fn new(size: &SizePolicy, w: u32, h: u32) -> Placement {
+        let (input, content, off) = match *size {
+            SizePolicy::Any => ((w, h), (w, h), (0, 0)),
+            SizePolicy::Fixed { width, height } => ((width, height), (width, height), (0, 0)),
+            SizePolicy::Multiple { multiple: m, fit } => match fit {
+                Fit::Pad => ((w.div_ceil(m) * m, h.div_ceil(m) * m), (w, h), (0, 0)),
+                Fit::Resize => {
+                    let r = |v: u32| ((v + m / 2) / m * m).max(m);
+                    ((r(w), r(h)), (r(w), r(h)), (0, 0))
+                }
+            },
+            SizePolicy::Letterbox {
+                width,
+                height,
+                align,
+            } => {
+                let s = (width as f64 / w as f64).min(height as f64 / h as f64);
+                let cw = ((w as f64 * s).round() as u32).clamp(1, width);
+                let ch = ((h as f64 * s).round() as u32).clamp(1, height);
+                let off = match align {
+                    Align::Center => ((width - cw) / 2, (height - ch) / 2),
+                    Align::TopLeft => (0, 0),
+                };
+                ((width, height), (cw, ch), off)
+            }
+        };
+        Placement {
+            orig: (w, h),
+            input,
+            content,
+            off,
+        }
+    }
+
+    /// A point in model-input pixels → preprocessed-image pixels.
+    pub fn to_image(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            (x - self.off.0 as f32) * (self.orig.0 as f32 / self.content.0 as f32),
+            (y - self.off.1 as f32) * (self.orig.1 as f32 / self.content.1 as f32),
+        )
+    }
+}
+
+/// One image's model input.
+pub struct ModelInput {
+    pub data: InputData,
+    /// Shape without the batch dimension, in the model's layout.
+    pub dims: [usize; 3],
+    pub place: Placement,
+}
+
+pub enum InputData {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+/// Apply an input contract to an RGB image.
+pub fn prepare(spec: &InputSpec, rgb: &RgbImage) -> ModelInput {
+    let (w, h) = rgb.dimensions();
+    let place = Placement::new(&spec.size, w, h);
+    let resized;
+    let content: &[u8] = if place.content == (w, h) {
+        rgb.as_raw()
+    } else {
+        resized = resize_cubic_u8(
+            rgb.as_raw(),
+            w as usize,
+            h as usize,
+            3,
+            place.content.0 as usize,
+            place.content.1 as usize,
+        );
+        &resized
+    };
+    let (iw, ih) = (place.input.0 as usize, place.input.1 as usize);
+    let (cw, ch) = (place.content.0 as usize, place.content.1 as usize);
+    let (ox, oy) = (place.off.0 as usize, place.off.1 as usize);
+    let order: [usize; 3] = match spec.channels {
+        ChannelOrder::Rgb => [0, 1, 2],
+        ChannelOrder::Bgr => [2, 1, 0],
+    };
+    let dims = match spec.layout {
+        Layout::Nchw => [3, ih, iw],
+        Layout::Nhwc => [ih, iw, 3],
+    };
+    let index = |c: usize, y: usize, x: usize| match spec.layout {
+        Layout::Nchw => (c * ih + y) * iw + x,
+        Layout::Nhwc => (y * iw + x) * 3 + c,
+    };
+    let pixel = |x: usize, y: usize, src_c: usize| -> Option<u8> {
+        if x >= ox && x < ox + cw && y >= oy && y < oy + ch {
+            Some(content[((y - oy) * cw + (x - ox)) * 3 + src_c])
+        } else {
+            None
+        }
+    };
+    let data = match spec.dtype {
+        DType::F32 => {
+            let mut v = vec![0f32; iw * ih * 3];
+            for y in 0..ih {
+                for x in 0..iw {
+                    for (c, &sc) in order.iter().enumerate() {
+                        let p = pixel(x, y, sc).map_or(spec.pad_value, f32::from);
+                        v[index(c, y, x)] = (p / spec.divide - spec.mean[c]) / spec.std[c];
+                    }
+                }
+            }
+            InputData::F32(v)
+        }
+        DType::I32 => {
+            let mut v = vec![0i32; iw * ih * 3];
+            for y in 0..ih {
+                for x in 0..iw {
+                    for (c, &sc) in order.iter().enumerate() {
+                        v[index(c, y, x)] =
+                            pixel(x, y, sc).map_or(spec.pad_value as i32, i32::from);
+                    }
+                }
+            }
+            InputData::I32(v)
+        }
+    };
+    ModelInput { data, dims, place }
+}
+
+/// Squeeze a per-image output to an H×W map.
+fn squeeze_map(out: &ArrayD<f32>, model: &str) -> Result<(usize, usize, Vec<f32>), RowFailure> {
+    let dims: Vec<usize> = out.shape().iter().copied().filter(|&d| d != 1).collect();
+    if dims.len() != 2 {
+        return Err(RowFailure::new(
+            "model_output",
+            format!(
+                "model {model}: expected a one-channel map ([1,H,W], [1,1,H,W] or [1,H,W,1]), got shape {:?}",
+                out.shape()
+            ),
+        ));
+    }
+    Ok((dims[0], dims[1], out.iter().copied().collect()))
+}
+
+/// cv2.resize on one float channel (`INTER_LINEAR` or `INTER_CUBIC`, half-pixel centres,
+/// replicated border, no antialias).
+pub fn resize_f32(src: &[f32], w: usize, h: usize, dw: usize, dh: usize, cubic: bool) -> Vec<f32> {
+    fn taps(n_src: usize, n_dst: usize, cubic: bool) -> Vec<([usize; 4], [f32; 4])> {
+        let scale = n_src as f64 / n_dst as f64;
+        (0..n_dst)
+            .map(|d| {
+                let f = (d as f64 + 0.5) * scale - 0.5;
+                let s = f.floor();
+                let t = (f - s) as f32;
+                let s = s as i64;
+                let clamp = |i: i64| i.clamp(0, n_src as i64 - 1) as usize;
+                if cubic {
+                    const A: f32 = -0.75;
+                    let w0 =
+                        ((A * (t + 1.0) - 5.0 * A) * (t + 1.0) + 8.0 * A) * (t + 1.0) - 4.0 * A;
+                    let w1 = ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
+                    let w2 = ((A + 2.0) * (1.0 - t) - (A + 3.0)) * (1.0 - t) * (1.0 - t) + 1.0;
+                    let w3 = 1.0 - w0 - w1 - w2;
+                    (
+                        [clamp(s - 1), clamp(s), clamp(s + 1), clamp(s + 2)],
+                        [w0, w1, w2, w3],
+                    )
+                } else {
+                    let (s, t) = if s < 0 {
+                        (0, 0.0)
+                    } else if s >= n_src as i64 - 1 {
+                        (n_src as i64 - 1, 0.0)
+                    } else {
+                        (s, t)
+                    };
+                    ([clamp(s), clamp(s + 1), 0, 0], [1.0 - t, t, 0.0, 0.0])
+                }
+            })
+            .collect()
+    }
+    let tx = taps(w, dw, cubic);
+    let ty = taps(h, dh, cubic);
+    let mut rows = vec![0f32; h * dw];
+    for y in 0..h {
+        let r = &src[y * w..(y + 1) * w];
+        for (x, (ix, wx)) in tx.iter().enumerate() {
+            rows[y * dw + x] = (0..4).map(|k| r[ix[k]] * wx[k]).sum();
+        }
+    }
+    let mut out = vec![0f32; dw * dh];
+    for (y, (iy, wy)) in ty.iter().enumerate() {
+        for x in 0..dw {
+            out[y * dw + x] = (0..4).map(|k| rows[iy[k] * dw + x] * wy[k]).sum();
+        }
+    }
+    out
+}
+
+/// The map back in image geometry: padding cropped, resized to the image size.
+fn to_image_map(
+    map: (usize, usize, Vec<f32>),
+    p: &Placement,
+    cubic: bool,
+) -> (usize, usize, Vec<f32>) {
+    let (mh, mw, mut v) = map;
+    let (mut w, mut h) = (mw, mh);
+    if (mw, mh) == (p.input.0 as usize, p.input.1 as usize) && p.content != p.input {
+        let (cw, ch) = (p.content.0 as usize, p.content.1 as usize);
+        let (ox, oy) = (p.off.0 as usize, p.off.1 as usize);
+        let mut c = Vec::with_capacity(cw * ch);
+        for y in oy..oy + ch {
+            c.extend_from_slice(&v[y * mw + ox..y * mw + ox + cw]);
+        }
+        v = c;
+        (w, h) = (cw, ch);
+    }
+    let (ow, oh) = (p.orig.0 as usize, p.orig.1 as usize);
+    if (w, h) != (ow, oh) {
+        v = resize_f32(&v, w, h, ow, oh, cubic);
+    }
+    (ow, oh, v)
+}
+
+/// HED/softedge: round(clip(p, 0, 1) · 255).
+pub fn soft_edges(v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
+        .collect()
+}
+
+/// T2I-Adapter sketch: p > threshold → 255, else 0.
+pub fn binary_edges(v: &[f32], threshold: f32) -> Vec<u8> {
+    v.iter()
+        .map(|&p| if p > threshold { 255 } else { 0 })
+        .collect()
+}
+
+/// MiDaS: d − min, / max, uint8(clip(d · 255)) (truncating, as NumPy's astype).
+pub fn depth_u8(v: &[f32]) -> Vec<u8> {
+    let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let shifted: Vec<f32> = v.iter().map(|&d| d - min).collect();
+    let max = shifted.iter().copied().fold(0f32, f32::max);
+    shifted
+        .iter()
+        .map(|&d| {
+            let d = if max > 0.0 { d / max } else { 0.0 };
+            (d * 255.0).clamp(0.0, 255.0) as u8
+        })
+        .collect()
+}
+
+/// MoveNet: (y, x, score) × 17 normalised to the input → a person in image pixels.
+pub fn movenet_person(out: &ArrayD<f32>, p: &Placement, model: &str) -> Result<Person, RowFailure> {
+    let v: Vec<f32> = out.iter().copied().collect();
+    if v.len() != 17 * 3 {
+        return Err(RowFailure::new(
+            "model_output",
+            format!(
+                "model {model}: expected 17 × (y, x, score), got shape {:?}",
+                out.shape()
+            ),
+        ));
+    }
+    let mut keypoints = [[0f32; 3]; 17];
+    for (i, kp) in keypoints.iter_mut().enumerate() {
+        let (y, x, s) = (v[3 * i], v[3 * i + 1], v[3 * i + 2]);
+        let (ix, iy) = p.to_image(x * p.input.0 as f32, y * p.input.1 as f32);
+        *kp = [ix, iy, s];
+    }
+    Ok(Person { keypoints })
+}
+
+/// Which model computes which condition column.
+#[derive(Debug, Clone)]
+pub struct ModelUse {
+    pub kind: ConditionKind,
+    /// Index of the condition in the build's condition list (= the row's column slot).
+    pub slot: usize,
+    /// Index into [`ModelSet::models`].
+    pub model: usize,
+}
+
+/// A model ready to run: verified file, open session, resolved I/O.
+pub struct LoadedModel {
+    pub entry: ModelEntry,
+    pub sha256: String,
+    pub path: PathBuf,
+    input_name: String,
+    output: usize,
+    /// Declared input shape (`-1` dynamic).
+    declared: Vec<i64>,
+    net: Mutex<Net>,
+}
+
+/// The per-row state between the three stages.
+pub struct Pending {
+    inputs: Vec<Option<ModelInput>>,
+    outputs: Vec<Option<ArrayD<f32>>>,
+}
+
+/// Per-run settings of the model conditions.
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub sketch_threshold: f32,
+    pub max_persons: Option<usize>,
+    pub batch_size: usize,
+}
+
+/// All models of a run and the conditions they compute.
+pub struct ModelSet {
+    pub models: Vec<LoadedModel>,
+    pub uses: Vec<ModelUse>,
+    pub settings: ModelSettings,
+}
+
+impl LoadedModel {
+    /// Verify `path` against the entry's pin, open a session and check the I/O contract.
+    pub fn open(entry: &ModelEntry, path: PathBuf, opts: &RuntimeOptions) -> Result<LoadedModel> {
+        let sha256 = crate::models::verify_file(entry, &path)?;
+        let net = Net::open(&entry.name, &path, opts)?;
+        let input = net.input(entry.input.name.as_deref())?.clone();
+        let output = net.output_index(entry.output.name.as_deref())?;
+        let want = match entry.input.dtype {
+            DType::F32 => ElemType::F32,
+            DType::I32 => ElemType::I32,
+        };
+        let what = |m: &str| {
+            format!(
+                "model {}: {} input {:?} is {:?} {:?}, but its I/O spec feeds {m}; the file does not fit the entry (check `--like` when you added it)",
+                entry.name,
+                path.display(),
+                input.name,
+                input.elem,
+                input.shape
+            )
+        };
+        if input.elem != want {
+            bail!(what(&format!("{:?}", entry.input.dtype)));
+        }
+        if input.shape.len() != 4 {
+            bail!(what("a rank-4 tensor (batch, image)"));
+        }
+        let cdim = match entry.input.layout {
+            Layout::Nchw => input.shape[1],
+            Layout::Nhwc => input.shape[3],
+        };
+        if cdim != -1 && cdim != 3 {
+            bail!(what(&format!("3 channels ({:?})", entry.input.layout)));
+        }
+        if let SizePolicy::Fixed { width, height } | SizePolicy::Letterbox { width, height, .. } =
+            entry.input.size
+        {
+            let (hd, wd) = match entry.input.layout {
+                Layout::Nchw => (input.shape[2], input.shape[3]),
+                Layout::Nhwc => (input.shape[1], input.shape[2]),
+            };
+            if (hd != -1 && hd != height as i64) || (wd != -1 && wd != width as i64) {
+                bail!(what(&format!("{width}×{height} images")));
+            }
+        }
+        Ok(LoadedModel {
+            entry: entry.clone(),
+            sha256,
+            path,
+            input_name: input.name.clone(),
+            output,
+            declared: input.shape.clone(),
+            net: Mutex::new(net),
+        })
+    }
+
+    /// Run on a ready batch and discard the result (benchmarks).
+    pub fn run_raw(&self, shape: &[usize], data: Batch<'_>) -> Result<()> {
+        self.check_shape(shape)?;
+        let mut net = self
+            .net
+            .lock()
+            .map_err(|_| anyhow::anyhow!("model {}: session lock poisoned", self.entry.name))?;
+        net.run(&self.input_name, shape, data, &[self.output])?;
+        Ok(())
+    }
+
+    fn max_batch(&self, wanted: usize) -> usize {
+        match self.declared.first() {
+            Some(&d) if d > 0 => d as usize,
+            _ => wanted.max(1),
+        }
+    }
+
+    fn check_shape(&self, shape: &[usize]) -> Result<()> {
+        let ok = self
+            .declared
+            .iter()
+            .zip(shape)
+            .skip(1)
+            .all(|(&d, &s)| d == -1 || d == s as i64);
+        if !ok {
+            bail!(
+                "model {}: wrong input shape: {} expects {:?} but the image gives {:?} (I/O spec size {:?}); \
+                 use a model with dynamic height/width, or register it with a size policy that produces its fixed size",
+                self.entry.name,
+                self.path.display(),
+                self.declared,
+                shape,
+                self.entry.input.size
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ModelSet {
+    /// Does this column come from a model?
+    pub fn handles(&self, slot: usize) -> bool {
+        self.uses.iter().any(|u| u.slot == slot)
+    }
+
+    /// CPU stage: the model inputs of one preprocessed image (once per model).
+    pub fn prepare(&self, rgb: &RgbImage) -> Pending {
+        Pending {
+            inputs: self
+                .models
+                .iter()
+                .map(|m| Some(prepare(&m.entry.input, rgb)))
+                .collect(),
+            outputs: self.models.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// Inference stage: run every model over the chunk, in batches of images of equal
+    /// input shape (order kept), and keep each image's output.
+    pub fn infer(&self, rows: &mut [&mut Pending]) -> Result<()> {
+        for (mi, m) in self.models.iter().enumerate() {
+            let max_batch = m.max_batch(self.settings.batch_size);
+            let mut net = m
+                .net
+                .lock()
+                .map_err(|_| anyhow::anyhow!("model {}: session lock poisoned", m.entry.name))?;
+            let mut i = 0;
+            while i < rows.len() {
+                let Some(first) = rows[i].inputs[mi].as_ref() else {
+                    i += 1;
+                    continue;
+                };
+                let dims = first.dims;
+                let mut j = i + 1;
+                while j < rows.len()
+                    && j - i < max_batch
+                    && rows[j].inputs[mi].as_ref().is_some_and(|x| x.dims == dims)
+                {
+                    j += 1;
+                }
+                let n = j - i;
+                let shape = [n, dims[0], dims[1], dims[2]];
+                m.check_shape(&shape)?;
+                let out = match &first.data {
+                    InputData::F32(_) => {
+                        let mut buf = Vec::with_capacity(n * dims.iter().product::<usize>());
+                        for r in rows[i..j].iter() {
+                            if let Some(ModelInput {
+                                data: InputData::F32(d),
+                                ..
+                            }) = &r.inputs[mi]
+                            {
+                                buf.extend_from_slice(d);
+                            }
+                        }
+                        net.run(&m.input_name, &shape, Batch::F32(&buf), &[m.output])?
+                    }
+                    InputData::I32(_) => {
+                        let mut buf = Vec::with_capacity(n * dims.iter().product::<usize>());
+                        for r in rows[i..j].iter() {
+                            if let Some(ModelInput {
+                                data: InputData::I32(d),
+                                ..
+                            }) = &r.inputs[mi]
+                            {
+                                buf.extend_from_slice(d);
+                            }
+                        }
+                        net.run(&m.input_name, &shape, Batch::I32(&buf), &[m.output])?
+                    }
+                };
+                let out = out.into_iter().next().context("no output")?;
+                let per_image: Vec<ArrayD<f32>> = if out.ndim() > 0 && out.shape()[0] == n {
+                    out.axis_iter(Axis(0)).map(|a| a.to_owned()).collect()
+                } else if n == 1 {
+                    vec![out]
+                } else {
+                    bail!(
+                        "model {}: output shape {:?} has no batch dimension of {n}",
+                        m.entry.name,
+                        out.shape()
+                    );
+                };
+                for (r, o) in rows[i..j].iter_mut().zip(per_image) {
+                    r.outputs[mi] = Some(o);
+                }
+                i = j;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode stage: the condition maps of one row (PNG-encoded into `conditions`) and,
+    /// for a pose model, the detected persons.
+    pub fn finish(
+        &self,
+        pending: &Pending,
+        conditions: &mut [Vec<u8>],
+    ) -> Result<Option<Vec<Person>>, RowFailure> {
+        let mut persons = None;
+        for u in &self.uses {
+            let m = &self.models[u.model];
+            let name = &m.entry.name;
+            let (Some(out), Some(input)) = (&pending.outputs[u.model], &pending.inputs[u.model])
+            else {
+                return Err(RowFailure::new(
+                    "internal",
+                    format!("model {name} produced no output for this row"),
+                ));
+            };
+            let place = &input.place;
+            let (w, h) = place.orig;
+            let png = match (m.entry.output.decoder, u.kind) {
+                (DecoderKind::Edge, kind) => {
+                    let (_, _, v) = to_image_map(squeeze_map(out, name)?, place, false);
+                    let px = if kind == ConditionKind::Sketch {
+                        binary_edges(&v, self.settings.sketch_threshold)
+                    } else {
+                        soft_edges(&v)
+                    };
+                    crate::imaging::encode::encode_png(&px, w, h, 1)?
+                }
+                (DecoderKind::Depth, _) => {
+                    let (_, _, v) = to_image_map(squeeze_map(out, name)?, place, true);
+                    crate::imaging::encode::encode_png(&depth_u8(&v), w, h, 1)?
+                }
+                (DecoderKind::Movenet, _) => {
+                    let person = movenet_person(out, place, name)?;
+                    let pt = m.entry.output.person_threshold.unwrap_or(0.0);
+                    let mean = person.keypoints.iter().map(|k| k[2]).sum::<f32>() / 17.0;
+                    let found: Vec<Person> = if mean >= pt { vec![person] } else { Vec::new() };
+                    let style = KeyposeStyle {
+                        score_threshold: m.entry.output.keypoint_threshold.unwrap_or(0.1),
+                        radius: 2,
+                        thickness: 2,
+                        max_persons: self.settings.max_persons,
+                    };
+                    let img = draw_keypose(w, h, &found, &style);
+                    persons = Some(found);
+                    crate::imaging::encode::encode_png(img.as_raw(), w, h, 3)?
+                }
+            };
+            conditions[u.slot] = png;
+        }
+        Ok(persons)
+    }
+}
+
+/// Pick the model of each model-backed condition (`--model CONDITION=NAME` or the
+/// condition's default) and check it is pinned. Reads the registry only when needed.
+pub fn choose_models(
+    conditions: &[ConditionKind],
+    keypose_from: crate::config::KeyposeFrom,
+    flags: &[String],
+) -> Result<Vec<crate::config::ModelChoice>> {
+    let wanted: Vec<ConditionKind> = conditions
+        .iter()
+        .copied()
+        .filter(|&k| match k {
+            ConditionKind::Keypose => keypose_from == crate::config::KeyposeFrom::Model,
+            k => k.needs_model(),
+        })
+        .collect();
+    let mut chosen: Vec<(ConditionKind, String)> = Vec::new();
+    for f in flags {
+        let (c, name) = f.split_once('=').with_context(|| {
+            format!("--model {f:?}: expected CONDITION=NAME, e.g. --model depth=midas-dpt-hybrid")
+        })?;
+        let kind = ConditionKind::parse_list(c.trim())?
+            .first()
+            .copied()
+            .with_context(|| format!("--model {f:?}: no condition named"))?;
+        if !wanted.contains(&kind) {
+            bail!(
+                "--model {f:?}: condition {} is not computed by a model in this run (conditions: {}{})",
+                kind.name(),
+                conditions.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+                if kind == ConditionKind::Keypose { "; add --keypose-from model" } else { "" }
+            );
+        }
+        if chosen.iter().any(|(k, _)| *k == kind) {
+            bail!(
+                "--model {f:?}: condition {} already has a model",
+                kind.name()
+            );
+        }
+        chosen.push((kind, name.trim().to_string()));
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reg = crate::models::Registry::load()?;
+    let mut out = Vec::new();
+    for kind in wanted {
+        let entry = match chosen.iter().find(|(k, _)| *k == kind) {
+            Some((_, name)) => reg.get(name)?,
+            None => reg.default_for(kind)?,
+        };
+        if !entry.serves(kind) {
+            bail!(
+                "model {} computes {} (decoder {:?}), not {}; choose another with --model {}=NAME",
+                entry.name,
+                entry.conditions.join(", "),
+                entry.output.decoder,
+                kind.name(),
+                kind.name()
+            );
+        }
+        let Some(sha) = &entry.sha256 else {
+            bail!(
+                "model {} (for {}) has no pinned sha256 and no file of yours yet; register your ONNX export with \
+                 `prep models add {} --file F.onnx --like {}`, or pick another model with --model {}=NAME",
+                entry.name,
+                kind.name(),
+                entry.name,
+                entry.name,
+                kind.name()
+            );
+        };
+        out.push(crate::config::ModelChoice {
+            condition: kind.name().to_string(),
+            model: entry.name.clone(),
+            sha256: sha.clone(),
+        });
+    }
+    Ok(out)
+}
+
+impl ModelSet {
+    /// Open the models of a resolved config. `files`: `--model-file NAME=PATH`, NAME a
+    /// model or a condition.
+    pub fn open(
+        cfg: &crate::config::BuildConfig,
+        files: &[String],
+        opts: &RuntimeOptions,
+        batch_size: usize,
+    ) -> Result<Option<ModelSet>> {
+        if cfg.models.is_empty() {
+            if let Some(f) = files.first() {
+                bail!("--model-file {f:?}: no condition of this run uses a model");
+            }
+            return Ok(None);
+        }
+        let reg = crate::models::Registry::load()?;
+        let mut overrides: Vec<(String, PathBuf)> = Vec::new();
+        for f in files {
+            let (name, path) = f.split_once('=').with_context(|| {
+                format!("--model-file {f:?}: expected NAME=PATH, e.g. --model-file hed=/models/hed.onnx")
+            })?;
+            let name = name.trim();
+            let model = match cfg.models.iter().find(|c| c.condition == name) {
+                Some(c) => c.model.clone(),
+                None if cfg.models.iter().any(|c| c.model == name) => name.to_string(),
+                None => bail!(
+                    "--model-file {f:?}: {name} is neither a model of this run ({}) nor one of its model conditions",
+                    cfg.models.iter().map(|c| format!("{}={}", c.condition, c.model)).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                bail!("--model-file {f:?}: {} is not a file", path.display());
+            }
+            overrides.push((model, path));
+        }
+        let mut models: Vec<LoadedModel> = Vec::new();
+        let mut uses = Vec::new();
+        for choice in &cfg.models {
+            let kind = ConditionKind::parse_list(&choice.condition)?
+                .first()
+                .copied()
+                .context("empty condition")?;
+            let slot = cfg
+                .conditions
+                .iter()
+                .position(|&k| k == kind)
+                .context("model condition not in the condition list")?;
+            let idx = match models.iter().position(|m| m.entry.name == choice.model) {
+                Some(i) => i,
+                None => {
+                    let mut entry = reg.get(&choice.model)?.clone();
+                    if entry.sha256.as_deref() != Some(choice.sha256.as_str()) {
+                        // The registry changed since the config was resolved: keep the pin
+                        // the output was started with.
+                        entry.sha256 = Some(choice.sha256.clone());
+                        entry.bytes = None;
+                    }
+                    let path = match overrides.iter().find(|(n, _)| *n == entry.name) {
+                        Some((_, p)) => p.clone(),
+                        None => {
+                            let p = reg.cached_file(&entry.name);
+                            if !p.is_file() {
+                                bail!(
+                                    "model {} (for {}) is not in the cache ({}); run `prep models fetch {}`, \
+                                     register a file with `prep models add {} --file F.onnx --like {}`, or pass --model-file {}=F.onnx",
+                                    entry.name, kind.name(), p.display(), entry.name, entry.name, entry.name, entry.name
+                                );
+                            }
+                            p
+                        }
+                    };
+                    models.push(LoadedModel::open(&entry, path, opts)?);
+                    models.len() - 1
+                }
+            };
+            uses.push(ModelUse {
+                kind,
+                slot,
+                model: idx,
+            });
+        }
+        Ok(Some(ModelSet {
+            models,
+            uses,
+            settings: ModelSettings {
+                sketch_threshold: cfg.sketch_threshold.unwrap_or(0.5),
+                max_persons: cfg.max_persons,
+                batch_size: batch_size.max(1),
+            },
+        }))
+    }
+}
+
+/// For tests and benchmarks: decode one output into a gray map without PNG encoding.
+pub fn decode_gray(
+    decoder: DecoderKind,
+    kind: ConditionKind,
+    out: &ArrayD<f32>,
+    place: &Placement,
+    sketch_threshold: f32,
+) -> Result<GrayImage, RowFailure> {
+    let (w, h) = place.orig;
+    let cubic = decoder == DecoderKind::Depth;
+    let (_, _, v) = to_image_map(squeeze_map(out, "model")?, place, cubic);
+    let px = match (decoder, kind) {
+        (DecoderKind::Depth, _) => depth_u8(&v),
+        (_, ConditionKind::Sketch) => binary_edges(&v, sketch_threshold),
+        _ => soft_edges(&v),
+    };
+    GrayImage::from_raw(w, h, px).ok_or_else(|| RowFailure::new("internal", "map size mismatch"))
+}
+
+/// An empty output for shape checks in tests.
+pub fn zeros(shape: &[usize]) -> ArrayD<f32> {
+    ArrayD::zeros(IxDyn(shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placements() {
+        let lb = SizePolicy::Letterbox {
+            width: 192,
+            height: 192,
+            align: Align::Center,
+        };
+        let p = Placement::new(&lb, 512, 256);
+        assert_eq!(p.content, (192, 96));
+        assert_eq!(p.off, (0, 48));
+        assert_eq!(p.to_image(96.0, 96.0), (256.0, 128.0));
+        let m = SizePolicy::Multiple {
+            multiple: 32,
+            fit: Fit::Resize,
+        };
+        assert_eq!(Placement::new(&m, 80, 512).input, (96, 512));
+        let m = SizePolicy::Multiple {
+            multiple: 32,
+            fit: Fit::Pad,
+        };
+        let p = Placement::new(&m, 80, 64);
+        assert_eq!((p.input, p.content), ((96, 64), (80, 64)));
+    }
+
+    #[test]
+    fn decoders() {
+        assert_eq!(soft_edges(&[-0.1, 0.5, 1.2, 0.502]), vec![0, 128, 255, 128]);
+        assert_eq!(binary_edges(&[0.5, 0.51, 0.0], 0.5), vec![0, 255, 0]);
+        assert_eq!(depth_u8(&[2.0, 3.0, 4.0]), vec![0, 127, 255]);
+        assert_eq!(depth_u8(&[1.0, 1.0]), vec![0, 0]);
+        // Resizing a constant map keeps it constant; identity size is the identity.
+        let v = resize_f32(&[0.25; 16], 4, 4, 8, 8, true);
+        assert!(v.iter().all(|&x| (x - 0.25).abs() < 1e-6));
+        let src: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        assert_eq!(resize_f32(&src, 4, 3, 4, 3, false), src);
+    }
+}
