@@ -62,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("output: {}", out.display());
             Ok(())
         }
+        Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {
