@@ -122,7 +122,8 @@ pub fn prdc(
     Ok(Prdc {
         precision: fake_in_real.iter().filter(|&&b| b).count() as f64 / nf_f,
         recall: recall_hits as f64 / nr,
-        density: fake_count.iter().sum::<usize>() as f64 / (k as f64 * nf_f),
+        // (1/k) · mean(counts), in prdc's order of operations.
+        density: (1.0 / k as f64) * (fake_count.iter().sum::<usize>() as f64 / nf_f),
         coverage: coverage_hits as f64 / nr,
     })
 }
