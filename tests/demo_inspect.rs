@@ -47,7 +47,7 @@ fn demo_builds_offline_and_inspect_writes_a_sheet() {
         "a person is drawn: {people:?}"
     );
     assert!(
-        people.iter().any(|&n| n == 0),
+        people.contains(&0),
         "a photo without people stays black: {people:?}"
     );
     for r in &rows {

@@ -300,5 +300,5 @@ fn csv_bytes(rows: &[Row]) -> Result<Vec<u8>> {
             f(v.fid_inf),
         ])?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }

@@ -23,11 +23,11 @@ fn mean_rbf(a: MatRef<'_, f64>, b: MatRef<'_, f64>, gamma: f64) -> f64 {
     while start < a.nrows() {
         let len = BLOCK.min(a.nrows() - start);
         let g = gram(a.subrows(start, len), b);
-        for j in 0..g.ncols() {
+        for (j, &sbj) in sb.iter().enumerate() {
             let col = g.col(j);
             let mut s = 0.0;
             for i in 0..len {
-                s += (-gamma * (-2.0 * col[i] + sa[start + i] + sb[j])).exp();
+                s += (-gamma * (-2.0 * col[i] + sa[start + i] + sbj)).exp();
             }
             total += s;
         }
