@@ -46,6 +46,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Model registry and cache: list, fetch, verify, add; `bench` times a model alone.
     Models(crate::models_cmd::ModelsArgs),
+    /// Evaluate generated images: statistics, FID, KID, CMMD, CLIP score, PRDC, FID∞.
+    #[command(subcommand)]
+    Eval(EvalCommand),
 }
 
 const BUILD_EXAMPLES: &str = "\
@@ -413,4 +416,143 @@ pub struct InspectArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+const EVAL_METRICS_EXAMPLES: &str = "\
+Examples:
+  prep eval metrics --real real.npy --gen gen.npy --metrics fid,kid,prdc,fid-inf --json
+  prep eval metrics --real real.npy --gen gen.npy --metrics fid,cmmd,clip \\
+      --real-clip real_clip.npy --gen-clip gen_clip.npy --gen-text prompts_clip.npy
+  prep eval metrics --real real.npy --gen gen.npy --metrics fid,cmmd --ci-splits 5 --seed 1
+
+Feature files are .npy arrays N × d (float32 or float64), one row per image.";
+
+/// `prep eval …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Mean and covariance of a feature file, written as a .npz with `mu` and `sigma`
+    /// (pytorch-fid / clean-fid format).
+    Stats(EvalStatsArgs),
+    /// Metrics between a real and a generated feature set.
+    #[command(after_help = EVAL_METRICS_EXAMPLES)]
+    Metrics(EvalMetricsArgs),
+    /// FID between two statistics (.npz) or feature (.npy) files.
+    Fid(EvalFidArgs),
+    /// Score a list of entries against one reference set → metrics.json + metrics.csv.
+    Run(EvalRunArgs),
+    /// Extract features from images with a feature model (needs the model runtime).
+    Features(EvalFeaturesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalStatsArgs {
+    /// Feature file (.npy, N × d).
+    #[arg(long, value_name = "F.npy")]
+    pub features: Option<PathBuf>,
+    /// Image directory (needs --model and the model runtime).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Feature model name.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Output statistics file.
+    #[arg(long, value_name = "S.npz")]
+    pub out: PathBuf,
+    /// Deflate the .npz entries (np.savez_compressed) instead of storing them (np.savez).
+    #[arg(long)]
+    pub compressed: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalMetricsArgs {
+    /// Real (reference) features, .npy N × d.
+    #[arg(long, value_name = "R.npy")]
+    pub real: PathBuf,
+    /// Generated features, .npy N × d.
+    #[arg(long, value_name = "G.npy")]
+    pub gen: PathBuf,
+    /// Comma-separated: fid, kid, cmmd, prdc, clip, fid-inf.
+    #[arg(long, value_name = "LIST", default_value = "fid")]
+    pub metrics: String,
+    /// Feature model for image directories (needs the model runtime).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// CLIP image embeddings of the real set for cmmd (default: --real).
+    #[arg(long, value_name = "F.npy")]
+    pub real_clip: Option<PathBuf>,
+    /// CLIP image embeddings of the generated set for cmmd and clip (default: --gen).
+    #[arg(long, value_name = "F.npy")]
+    pub gen_clip: Option<PathBuf>,
+    /// CLIP text embeddings of the prompts, row i paired with generated image i (for clip).
+    #[arg(long, value_name = "T.npy")]
+    pub gen_text: Option<PathBuf>,
+    /// Write the per-sample CLIP scores to this .npy (float64, N).
+    #[arg(long, value_name = "OUT.npy")]
+    pub clip_per_sample: Option<PathBuf>,
+    /// Seed of every random draw (KID subsets, FID∞ subsets, CI splits).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// KID: number of subsets.
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+    /// KID: largest subset size.
+    #[arg(long, default_value_t = 1000)]
+    pub kid_subset_size: usize,
+    /// PRDC: nearest neighbours k.
+    #[arg(long, default_value_t = 5)]
+    pub prdc_k: usize,
+    /// FID∞: number of subset sizes.
+    #[arg(long, default_value_t = 15)]
+    pub fid_inf_points: usize,
+    /// Confidence intervals for FID/CMMD from this many disjoint splits of the generated set.
+    #[arg(long, value_name = "K")]
+    pub ci_splits: Option<usize>,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalFidArgs {
+    /// Reference: .npz statistics or .npy features.
+    #[arg(long, value_name = "A.npz|A.npy")]
+    pub real: PathBuf,
+    /// Generated: .npz statistics or .npy features.
+    #[arg(long, value_name = "B.npz|B.npy")]
+    pub gen: PathBuf,
+    /// Feature model for image directories (needs the model runtime).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalRunArgs {
+    /// Evaluation config (pipelines/eval-*.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Output directory (overrides the config's `out`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the result rows as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalFeaturesArgs {
+    /// Image directory or PARQUET[:COLUMN].
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
+    /// Feature model name.
+    #[arg(long, value_name = "NAME")]
+    pub model: String,
+    /// Output feature file.
+    #[arg(long, value_name = "F.npy")]
+    pub out: PathBuf,
 }

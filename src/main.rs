@@ -94,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Models(args) => prep::models_cmd::run(args),
+        Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {

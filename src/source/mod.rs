@@ -6,6 +6,8 @@
 
 mod coco;
 pub(crate) mod demo;
+/// The cache directory shared by the demo data, models and feature cache.
+pub use demo::cache_dir;
 mod folder;
 mod laion;
 
