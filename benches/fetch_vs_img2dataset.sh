@@ -69,4 +69,6 @@ r_i2d, r_prep = ok_i2d / i2d["seconds"], ok_prep / prep["seconds"]
 print(f"img2dataset: {ok_i2d}/{n} images in {i2d['seconds']:.2f}s = {r_i2d:.1f} img/s, peak RSS {i2d['peak_rss_mib']} MiB")
 print(f"prep:        {ok_prep}/{n} images in {prep['seconds']:.2f}s = {r_prep:.1f} img/s, peak RSS {prep['peak_rss_mib']} MiB")
 print(f"prep/img2dataset: {r_prep / r_i2d:.2f}x throughput, {prep['peak_rss_mib'] / i2d['peak_rss_mib']:.2f}x peak memory")
+c_i2d, c_prep = ok_i2d / i2d["cpu_seconds"], ok_prep / prep["cpu_seconds"]
+print(f"per CPU-second (robust to other load): img2dataset {c_i2d:.1f} img, prep {c_prep:.1f} img, {c_prep / c_i2d:.2f}x")
 PY

@@ -3,7 +3,7 @@
 crops, scales, flips and colour shifts, JPEG quality 85-95; plus a LAION-style metadata
 Parquet pointing at them on a loopback server.
 
-Usage: make_corpus.py DEMO_IMAGES_DIR OUT_DIR N BASE_URL
+Usage: make_corpus.py DEMO_IMAGES_DIR OUT_DIR N BASE_URL [MIN_SIDE MAX_LONG]  (defaults 640 1280)
 """
 import glob
 import os
@@ -17,6 +17,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 def main():
     src_dir, out, n, base = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    lo = int(sys.argv[5]) if len(sys.argv) > 5 else 640
+    hi = int(sys.argv[6]) if len(sys.argv) > 6 else 1280
     os.makedirs(os.path.join(out, "img"), exist_ok=True)
     srcs = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in sorted(glob.glob(os.path.join(src_dir, "*.jpg")))]
     rnd = random.Random(1234)
@@ -27,11 +29,11 @@ def main():
         cw, ch = rnd.randint(w // 2, w), rnd.randint(h // 2, h)
         x, y = rnd.randint(0, w - cw), rnd.randint(0, h - ch)
         crop = im.crop((x, y, x + cw, y + ch))
-        long_side = rnd.randint(640, 1280)
+        long_side = rnd.randint(max(lo, hi * 2 // 3), hi)
         s = long_side / max(cw, ch)
         crop = crop.resize((max(64, int(cw * s)), max(64, int(ch * s))), Image.BICUBIC)
-        if min(crop.size) < 640:
-            s = 640 / min(crop.size)
+        if min(crop.size) < lo:
+            s = lo / min(crop.size)
             crop = crop.resize((int(crop.width * s) + 1, int(crop.height * s) + 1), Image.BICUBIC)
         if rnd.random() < 0.5:
             crop = ImageOps.mirror(crop)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run a command, report wall time and the peak of the summed RSS of its process tree.
+"""Run a command, report wall time, CPU time (with descendants) and the peak of the summed
+RSS of its process tree.
 
 Usage: measure.py LABEL -- CMD ARGS...   (prints one JSON line)
 Sampling every 20 ms from /proc; children spawned by the command are included.
@@ -43,14 +44,23 @@ def main():
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
-    while proc.poll() is None:
+    rusage = None
+    while rusage is None:
         peak = max(peak, tree_rss_kib(proc.pid))
-        time.sleep(0.02)
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            rusage = ru
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        else:
+            time.sleep(0.02)
     wall = time.monotonic() - t0
+    # CPU time of the command and every descendant it waited for: robust to other load.
+    cpu = rusage.ru_utime + rusage.ru_stime
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         print(err, file=sys.stderr)
     print(json.dumps({"label": label, "seconds": round(wall, 3), "peak_rss_mib": round(peak / 1024, 1),
+                      "cpu_seconds": round(cpu, 3),
                       "rc": proc.returncode}))
 
 

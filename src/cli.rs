@@ -229,6 +229,11 @@ pub struct BuildArgs {
     /// LAION: verify the sha256 of each image's bytes against this column (hex).
     #[arg(long, value_name = "COL")]
     pub verify_hash: Option<String>,
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 size (DCT-domain scaling) before the exact
+    /// resize, when the short side stays >= the resolution [default: true for fetch,
+    /// false for build].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub jpeg_dct_scaling: Option<bool>,
 
     /// Drop images whose bytes (sha256) repeat an earlier row's within the run.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -353,6 +358,7 @@ impl BuildCommand {
             max_area: a.max_area.or(f.max_area),
             verify_hash: a.verify_hash.clone().or(f.verify_hash),
             dedup: a.dedup.or(f.dedup),
+            jpeg_dct_scaling: a.jpeg_dct_scaling.or(f.jpeg_dct_scaling),
             timeout: a.timeout.or(f.timeout),
             retries: a.retries.or(f.retries),
             max_bytes: a.max_bytes.or(f.max_bytes),

@@ -149,6 +149,10 @@ pub struct BuildConfig {
     pub limit: Option<u64>,
     /// Largest image (width × height) decoded; larger ones are per-row failures.
     pub max_pixels: u64,
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain when the short side
+    /// stays ≥ the resolution (records without keypoints/label maps only).
+    #[serde(default)]
+    pub jpeg_dct_scaling: bool,
     /// Check the sha256 of each image's original bytes against this metadata column.
     pub verify_hash: Option<String>,
     /// Drop rows whose original bytes repeat an earlier row's (sha256), within a run.
@@ -336,6 +340,7 @@ impl BuildConfig {
             shard_size,
             limit: args.limit,
             max_pixels: args.max_pixels.unwrap_or(89_478_485),
+            jpeg_dct_scaling: args.jpeg_dct_scaling.unwrap_or(false),
             verify_hash: args.verify_hash.clone(),
             dedup: args.dedup.unwrap_or(false),
             fetch,

@@ -37,7 +37,10 @@ fn options(cmd: &BuildCommand) -> anyhow::Result<RunOptions> {
 }
 
 fn build(cmd: &BuildCommand, fetch_only: bool) -> anyhow::Result<()> {
-    let (args, out) = cmd.merged()?;
+    let (mut args, out) = cmd.merged()?;
+    if fetch_only && args.jpeg_dct_scaling.is_none() {
+        args.jpeg_dct_scaling = Some(true);
+    }
     let cfg = BuildConfig::resolve(&args)?;
     if fetch_only && !cfg.conditions.is_empty() {
         anyhow::bail!("prep fetch only downloads; compute conditions with `prep build` (same flags plus --condition)");

@@ -29,7 +29,8 @@ use crate::condition::{self, ConditionKind, ConditionSettings, Prepared};
 use crate::config::{BuildConfig, ShardSelector};
 use crate::error::RowFailure;
 use crate::fetch::Fetched;
-use crate::imaging::{decode::decode_rgb, encode, geometry::Geometry};
+use crate::imaging::decode::{decode_rgb, decode_rgb_reduced};
+use crate::imaging::{encode, geometry::Geometry};
 use crate::load::Loader;
 use crate::manifest::{self, Manifest, SourceEntry};
 use crate::record::{ImageRef, Person, Record};
@@ -865,12 +866,23 @@ impl Ctx {
                     ),
                 ));
             }
+        } // Keypoints and label maps live in the original pixel grid, so records with
+          // annotations always decode at full size.
+        let exact_grid =
+            rec.annotations.persons.is_some() || cfg.conditions.contains(&ConditionKind::Seg);
+        let (src, (ow0, oh0)) = if cfg.jpeg_dct_scaling && !exact_grid {
+            decode_rgb_reduced(bytes, cfg.max_pixels, cfg.resolution)
+        } else {
+            decode_rgb(bytes, cfg.max_pixels).map(|img| {
+                let d = img.dimensions();
+                (img, d)
+            })
         }
-        let src = decode_rgb(bytes, cfg.max_pixels).map_err(|f| with_where(f, &rec.image))?;
-        let (w, h) = src.dimensions();
-        if let Some(reason) = size_filter(&cfg.filters, w, h) {
+        .map_err(|f| with_where(f, &rec.image))?;
+        if let Some(reason) = size_filter(&cfg.filters, ow0, oh0) {
             return Ok(Err(reason.into()));
         }
+        let (w, h) = src.dimensions();
         let geo = Geometry::new(cfg.resize_mode, cfg.resolution, w, h);
         let rgb = geo.apply_rgb(&src);
         drop(src);

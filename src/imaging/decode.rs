@@ -178,3 +178,125 @@ mod tests {
         !crc
     }
 }
+
+/// Decode a JPEG at a reduced size when that is free of quality loss for the target:
+/// the DCT-domain scaling of libjpeg (1/2, 1/4, 1/8 IDCT) is used with the largest
+/// factor that keeps the short side ≥ `min_short`, then the exact resize runs on the
+/// smaller image. Other formats, small reductions and unusual JPEGs (CMYK, 16-bit) take
+/// the full decode. Returns the image and the upright size of the original.
+pub fn decode_rgb_reduced(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_short: u32,
+) -> Result<(RgbImage, (u32, u32)), RowFailure> {
+    let full = |bytes: &[u8]| {
+        decode_rgb(bytes, max_pixels).map(|img| {
+            let d = img.dimensions();
+            (img, d)
+        })
+    };
+    if !bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        return full(bytes);
+    }
+    let Ok(size) = imagesize::blob_size(bytes) else {
+        return full(bytes);
+    };
+    let (w, h) = (size.width as u32, size.height as u32);
+    let short = w.min(h);
+    let Some(factor) = [8u32, 4, 2]
+        .into_iter()
+        .find(|f| short / f >= min_short.max(1))
+    else {
+        return full(bytes);
+    };
+    if u64::from(w) * u64::from(h) > max_pixels
+        || w > u32::from(u16::MAX)
+        || h > u32::from(u16::MAX)
+    {
+        return full(bytes); // the full path reports too_many_pixels
+    }
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    if dec
+        .scale(w.div_ceil(factor) as u16, h.div_ceil(factor) as u16)
+        .is_err()
+    {
+        return full(bytes);
+    }
+    let Ok(pixels) = dec.decode() else {
+        return full(bytes); // let the full decoder classify the damage
+    };
+    let Some(info) = dec.info() else {
+        return full(bytes);
+    };
+    let (sw, sh) = (u32::from(info.width), u32::from(info.height));
+    let img = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(sw, sh, pixels),
+        jpeg_decoder::PixelFormat::L8 => image::GrayImage::from_raw(sw, sh, pixels)
+            .map(|g| DynamicImage::ImageLuma8(g).into_rgb8()),
+        _ => None,
+    };
+    let Some(img) = img else {
+        return full(bytes);
+    };
+    let orientation = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| d.orientation().ok())
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut dynimg = DynamicImage::ImageRgb8(img);
+    dynimg.apply_orientation(orientation);
+    let upright = match orientation {
+        image::metadata::Orientation::Rotate90
+        | image::metadata::Orientation::Rotate270
+        | image::metadata::Orientation::Rotate90FlipH
+        | image::metadata::Orientation::Rotate270FlipH => (h, w),
+        _ => (w, h),
+    };
+    Ok((dynimg.into_rgb8(), upright))
+}
+
+#[cfg(test)]
+mod reduced_tests {
+    use super::*;
+    use image::ImageEncoder;
+
+    #[test]
+    fn large_jpegs_decode_reduced_and_close_to_the_full_decode() {
+        let img = RgbImage::from_fn(1600, 1200, |x, y| {
+            image::Rgb([(x / 7) as u8, (y / 5) as u8, ((x + y) / 13) as u8])
+        });
+        let mut jpg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 92)
+            .write_image(img.as_raw(), 1600, 1200, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        // Target short side 256: 1200/4 = 300 ≥ 256, 1200/8 = 150 < 256 → quarter size.
+        let (small, orig) = decode_rgb_reduced(&jpg, 1 << 30, 256).unwrap();
+        assert_eq!(orig, (1600, 1200));
+        assert_eq!(small.dimensions(), (400, 300));
+        let full = decode_rgb(&jpg, 1 << 30).unwrap();
+        let p = small.get_pixel(200, 150).0;
+        let q = full.get_pixel(802, 602).0;
+        assert!(
+            p.iter()
+                .zip(q.iter())
+                .all(|(a, b)| (i32::from(*a) - i32::from(*b)).abs() <= 6),
+            "{p:?} vs {q:?}"
+        );
+        // No reduction when it would undershoot the target.
+        let (same, _) = decode_rgb_reduced(&jpg, 1 << 30, 700).unwrap();
+        assert_eq!(same.dimensions(), (1600, 1200));
+        // PNG: full decode.
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(img.as_raw(), 1600, 1200, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert_eq!(
+            decode_rgb_reduced(&png, 1 << 30, 100)
+                .unwrap()
+                .0
+                .dimensions(),
+            (1600, 1200)
+        );
+    }
+}
