@@ -529,3 +529,49 @@ fn a_dominant_error_class_is_warned_about() {
     assert!(err.contains("see --allow-network"), "{err}");
     assert_eq!(read_status(&out).len(), 60);
 }
+
+#[test]
+fn coco_without_local_images_downloads_from_coco_url() {
+    let srv = serve();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("coco");
+    std::fs::create_dir_all(root.join("annotations")).unwrap();
+    let captions = serde_json::json!({
+        "images": [
+            {"id": 7, "width": 400, "height": 300, "file_name": "000000000007.jpg", "coco_url": format!("{}/ok/7.jpg", srv.base)},
+            {"id": 9, "width": 400, "height": 300, "file_name": "000000000009.jpg", "coco_url": format!("{}/404", srv.base)}
+        ],
+        "annotations": [{"id": 1, "image_id": 7, "caption": "seven"}, {"id": 2, "image_id": 9, "caption": "nine"}]
+    });
+    std::fs::write(
+        root.join("annotations/captions_val2017.json"),
+        captions.to_string(),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    run_ok(&[
+        "fetch",
+        "--source",
+        "coco",
+        "--input",
+        root.to_str().unwrap(),
+        "--split",
+        "val2017",
+        "--resolution",
+        "128",
+        "--allow-network",
+        "127.0.0.1/32",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let status = read_status(&out);
+    assert_eq!(status.len(), 2);
+    assert_eq!(
+        (status[0].1.as_str(), status[1].2.as_deref()),
+        ("success", Some("http_404"))
+    );
+    let (rows, _) = read_rows(&out.join("data/part-00000.parquet"));
+    assert_eq!(rows[0].key, "coco/val2017/000000000007");
+    assert_eq!(rows[0].text, "seven");
+}
