@@ -721,7 +721,7 @@ fn run_sink(
     dedup: bool,
 ) -> Result<Vec<usize>> {
     let mut built = Vec::new();
-    let mut current: Option<(ShardStats, Vec<StatusRow>, Instant)> = None;
+    let mut current: Option<(Vec<StatusRow>, Instant)> = None;
     // sha256 of every image kept so far in this run (`--dedup`), checked in row order so
     // the first occurrence always wins.
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -729,79 +729,39 @@ fn run_sink(
         match msg {
             SinkMsg::Begin(k) => {
                 sink.begin_shard(k)?;
-                let mut s = empty_stats(k, &fingerprint);
-                s.start_time = unix_now();
-                current = Some((s, Vec::new(), Instant::now()));
+                current = Some((Vec::new(), Instant::now()));
             }
             SinkMsg::Rows(outcomes) => {
-                let Some((s, status, _)) = current.as_mut() else {
+                let Some((status, _)) = current.as_mut() else {
                     bail!("internal error: rows before a shard began");
                 };
                 let mut rows = Vec::new();
-                for p in outcomes {
-                    let mut outcome = p.outcome;
+                for mut p in outcomes {
                     if dedup {
-                        if let Outcome::Row(r, _) = &outcome {
+                        if let Outcome::Row(r, _) = &p.outcome {
                             if !seen.insert(r.sha256.clone()) {
-                                outcome = Outcome::Filtered("duplicate".into());
+                                p.outcome = Outcome::Filtered("duplicate".into());
                             }
                         }
                     }
-                    let (state, error, detail) = match outcome {
-                        Outcome::Row(r, _) => {
-                            rows.push(*r);
-                            ("success", None, None)
-                        }
-                        Outcome::Failed(f) => {
-                            *s.failed.entry(f.class.clone()).or_insert(0) += 1;
-                            if sink::is_download_failure(&f.class) {
-                                s.failed_to_download += 1;
-                            } else {
-                                s.failed_to_resize += 1;
-                            }
-                            s.failures.push(FailureEntry {
-                                key: p.key.clone(),
-                                class: f.class.clone(),
-                                detail: f.detail.clone(),
-                            });
-                            ("failed", Some(f.class), Some(f.detail))
-                        }
-                        Outcome::Filtered(reason) => {
-                            *s.filtered.entry(reason.clone()).or_insert(0) += 1;
-                            ("filtered", Some(reason), None)
-                        }
-                    };
-                    let label = error.clone().unwrap_or_else(|| "success".into());
-                    *s.status_dict.entry(label).or_insert(0) += 1;
-                    status.push(StatusRow {
-                        key: p.key,
-                        url: p.url,
-                        status: state,
-                        error,
-                        detail,
-                        http_status: p.http_status,
-                        attempts: p.attempts,
-                    });
+                    let (row, st) = p.into_status(None);
+                    rows.extend(row);
+                    status.push(st);
                 }
-                s.successes += rows.len();
                 sink.write(&rows)?;
             }
             SinkMsg::End(k, n) => {
-                let Some((mut s, status, t0)) = current.take() else {
+                let Some((status, t0)) = current.take() else {
                     bail!("internal error: end of shard {k} before it began");
                 };
-                s.input_rows = n;
-                s.count = n;
-                s.seconds = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-                s.duration = s.seconds;
-                s.end_time = unix_now();
                 if status.len() != n {
                     bail!(
                         "internal error: shard {k} has {} status rows for {n} input rows",
                         status.len()
                     );
                 }
-                sink.commit_shard(s, &status)?;
+                let secs = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+                sink.commit_shard(stats_from_status(k, &fingerprint, &status, secs), &status)?;
                 built.push(k);
             }
         }
@@ -809,6 +769,28 @@ fn run_sink(
     // Channel closed: an unfinished shard (fatal error, Ctrl-C) is discarded.
     sink.abort_shard();
     Ok(built)
+}
+
+impl Processed {
+    /// The row to write (for a success) and the record's status line. `attempts`
+    /// overrides the attempt count (a retry adds its attempts to the earlier ones).
+    fn into_status(self, attempts: Option<u32>) -> (Option<Row>, StatusRow) {
+        let (row, state, error, detail) = match self.outcome {
+            Outcome::Row(r, _) => (Some(*r), "success", None, None),
+            Outcome::Failed(f) => (None, "failed", Some(f.class), Some(f.detail)),
+            Outcome::Filtered(reason) => (None, "filtered", Some(reason), None),
+        };
+        let st = StatusRow {
+            key: self.key,
+            url: self.url,
+            status: state,
+            error,
+            detail,
+            http_status: self.http_status,
+            attempts: attempts.unwrap_or(self.attempts),
+        };
+        (row, st)
+    }
 }
 
 struct Ctx {
@@ -1298,24 +1280,12 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
                 Some(p) => {
                     summary.retried += 1;
                     let attempts = old.attempts + p.attempts;
-                    let (state, error, detail) = match p.outcome {
-                        Outcome::Row(r, _) => {
-                            summary.recovered += 1;
-                            sink.write(&[*r])?;
-                            ("success", None, None)
-                        }
-                        Outcome::Failed(f) => ("failed", Some(f.class), Some(f.detail)),
-                        Outcome::Filtered(reason) => ("filtered", Some(reason), None),
-                    };
-                    status.push(StatusRow {
-                        key: p.key,
-                        url: p.url,
-                        status: state,
-                        error,
-                        detail,
-                        http_status: p.http_status,
-                        attempts,
-                    });
+                    let (row, st) = p.into_status(Some(attempts));
+                    if let Some(row) = row {
+                        summary.recovered += 1;
+                        sink.write(&[row])?;
+                    }
+                    status.push(st);
                 }
                 None => {
                     if old.status == "success" {
