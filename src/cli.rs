@@ -13,6 +13,21 @@ const ABOUT: &str = "Turn public image datasets into training data for controlla
 adapters (T2I-Adapter style): images, captions and condition maps in Parquet shards that \
 HF `datasets` and diffusers' trainers load directly.";
 
+const MODELS_EXAMPLES: &str = "\
+Examples:
+  prep models list
+  prep models add depth-standin --file depth.onnx --like depth
+  prep models verify
+  prep build --source demo --condition hed,sketch --model sketch=hed \\
+      --model-file hed=../shared/models/hed_bsds500.onnx --out out/edges";
+
+const EVAL_EXAMPLES: &str = "\
+Examples:
+  prep eval stats --features real.npy --out real.npz
+  prep eval fid --real real.npz --gen gen.npy --json
+  prep eval metrics --real real.npy --gen gen.npy --metrics fid,kid,prdc,fid-inf --json
+  prep eval run --config pipelines/eval-example.toml";
+
 const MAIN_EXAMPLES: &str = "\
 Examples:
   # The bundled demo data, offline:
@@ -22,6 +37,10 @@ Examples:
   # COCO 2017 with ground-truth keypoints and COCO-Stuff maps:
   prep build --source coco --input /data/coco --split val2017 \\
       --condition color,keypose,seg --image-format png --out out/coco-val
+
+  # Download LAION-style metadata's images (SSRF-guarded, resumable), then score:
+  prep fetch --source laion --input meta.parquet --out out/laion --resolution 512
+  prep eval fid --real real.npz --gen gen.npy --json
 ";
 
 #[derive(Debug, Parser)]
@@ -45,9 +64,10 @@ pub enum Command {
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
     /// Model registry and cache: list, fetch, verify, add; `bench` times a model alone.
+    #[command(after_help = MODELS_EXAMPLES)]
     Models(crate::models_cmd::ModelsArgs),
     /// Evaluate generated images: statistics, FID, KID, CMMD, CLIP score, PRDC, FID∞.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EVAL_EXAMPLES)]
     Eval(EvalCommand),
 }
 
