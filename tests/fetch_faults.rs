@@ -94,6 +94,10 @@ fn serve() -> Server {
                 let img = [("Content-Type", "image/jpeg".to_string())];
                 match path.as_str() {
                     p if p.starts_with("/ok/") => respond(&mut s, "200 OK", &img, &jpg),
+                    p if p.starts_with("/slow/") => {
+                        std::thread::sleep(Duration::from_millis(40));
+                        respond(&mut s, "200 OK", &img, &jpg)
+                    }
                     "/404" => respond(&mut s, "404 Not Found", &[], b"no"),
                     "/500" => respond(&mut s, "500 Internal Server Error", &[], b"err"),
                     "/flaky" if n == 1 => respond(&mut s, "502 Bad Gateway", &[], b"later"),
@@ -574,4 +578,62 @@ fn coco_without_local_images_downloads_from_coco_url() {
     let (rows, _) = read_rows(&out.join("data/part-00000.parquet"));
     assert_eq!(rows[0].key, "coco/val2017/000000000007");
     assert_eq!(rows[0].text, "seven");
+}
+
+#[test]
+fn kill_9_mid_fetch_then_rerun_accounts_for_every_row_once() {
+    let srv = serve();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = tmp.path().join("meta.parquet");
+    let urls: Vec<String> = (0..48)
+        .map(|i| format!("{}/slow/{i}.jpg", srv.base))
+        .collect();
+    write_meta(&meta, &urls);
+    let out = tmp.path().join("out");
+    let args = [
+        "fetch",
+        "--source",
+        "laion",
+        "--input",
+        meta.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--allow-network",
+        "127.0.0.1/32",
+        "--resolution",
+        "64",
+        "--shard-size",
+        "4",
+        "--concurrency",
+        "2",
+        "--quiet",
+    ];
+    let mut child = prep().args(args).spawn().unwrap();
+    let t0 = Instant::now();
+    while !out.join("status/part-00001.parquet").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no shard committed in time"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    run_ok(&args);
+    let status = read_status(&out);
+    assert_eq!(status.len(), 48, "every input row exactly once");
+    let unique: std::collections::HashSet<&str> = status.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(unique.len(), 48);
+    assert!(status.iter().all(|s| s.1 == "success"));
+    let mut keys = Vec::new();
+    for k in 0..12 {
+        keys.extend(
+            read_rows(&out.join(format!("data/part-{k:05}.parquet")))
+                .0
+                .into_iter()
+                .map(|r| r.key),
+        );
+    }
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!((keys.len(), unique.len()), (48, 48), "no duplicate images");
 }
