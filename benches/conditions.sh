@@ -4,10 +4,10 @@
 #   (b) `prep build --condition depth` end to end (decode → resize → infer → encode → Parquet),
 #   (c) a straightforward Python pipeline (onnxruntime + OpenCV/NumPy, same steps),
 # with a generated depth-contract model of realistic cost (~5.3 GFLOPs per 512×512 image).
-# Usage: benches/conditions.sh [N_IMAGES=48] [THREADS=all] [BATCH=4]
+# Usage: benches/conditions.sh [N_IMAGES=96] [THREADS=all] [BATCH=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-48}; THREADS=${2:-$(nproc)}; BATCH=${3:-4}
+N=${1:-96}; THREADS=${2:-$(nproc)}; BATCH=${3:-4}
 ./scripts/setup-ort >/dev/null
 cargo build --release --quiet
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

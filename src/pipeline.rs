@@ -336,10 +336,20 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         cfg.resolution,
         cfg.output_format,
     )?;
+    // With a model on the CPU, inference and the CPU stage share the cores. The model is
+    // the bottleneck, so the CPU workers run at a lower scheduling priority: they fill the
+    // gaps ONNX Runtime leaves (its threads block, not spin, when idle) instead of
+    // preempting its intra-op threads mid-operator, which stalls the whole parallel region.
+    let background = models.is_some() && opts.device == crate::runtime::Device::Cpu;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads.unwrap_or(0))
             .thread_name(|i| format!("prep-cpu-{i}"))
+            .start_handler(move |_| {
+                if background {
+                    crate::runtime::lower_thread_priority();
+                }
+            })
             .build()
             .context("cannot start the worker threads")?,
     );

@@ -132,12 +132,40 @@ pub fn prepare(spec: &InputSpec, rgb: &RgbImage) -> ModelInput {
     };
     let data = match spec.dtype {
         DType::F32 => {
+            // Per channel, the normalised value of each of the 256 levels (the same
+            // expression per pixel, so results are bit-identical), and of the padding.
+            let norm = |c: usize, p: f32| (p / spec.divide - spec.mean[c]) / spec.std[c];
+            let lut: [[f32; 256]; 3] =
+                std::array::from_fn(|c| std::array::from_fn(|p| norm(c, p as f32)));
+            let pad: [f32; 3] = std::array::from_fn(|c| norm(c, spec.pad_value));
             let mut v = vec![0f32; iw * ih * 3];
-            for y in 0..ih {
-                for x in 0..iw {
+            match spec.layout {
+                Layout::Nchw => {
                     for (c, &sc) in order.iter().enumerate() {
-                        let p = pixel(x, y, sc).map_or(spec.pad_value, f32::from);
-                        v[index(c, y, x)] = (p / spec.divide - spec.mean[c]) / spec.std[c];
+                        let plane = &mut v[c * ih * iw..(c + 1) * ih * iw];
+                        let lut = &lut[c];
+                        for (y, row) in plane.chunks_exact_mut(iw).enumerate() {
+                            if y < oy || y >= oy + ch {
+                                row.fill(pad[c]);
+                                continue;
+                            }
+                            row[..ox].fill(pad[c]);
+                            row[ox + cw..].fill(pad[c]);
+                            let src = &content[(y - oy) * cw * 3..(y - oy + 1) * cw * 3];
+                            for (d, px) in row[ox..ox + cw].iter_mut().zip(src.chunks_exact(3)) {
+                                *d = lut[px[sc] as usize];
+                            }
+                        }
+                    }
+                }
+                Layout::Nhwc => {
+                    for y in 0..ih {
+                        for x in 0..iw {
+                            for (c, &sc) in order.iter().enumerate() {
+                                v[index(c, y, x)] =
+                                    pixel(x, y, sc).map_or(pad[c], |p| lut[c][p as usize]);
+                            }
+                        }
                     }
                 }
             }
@@ -171,7 +199,11 @@ fn squeeze_map(out: &ArrayD<f32>, model: &str) -> Result<(usize, usize, Vec<f32>
             ),
         ));
     }
-    Ok((dims[0], dims[1], out.iter().copied().collect()))
+    let v = match out.as_slice() {
+        Some(s) => s.to_vec(),
+        None => out.iter().copied().collect(),
+    };
+    Ok((dims[0], dims[1], v))
 }
 
 /// cv2.resize on one float channel (`INTER_LINEAR` or `INTER_CUBIC`, half-pixel centres,
@@ -270,12 +302,10 @@ pub fn binary_edges(v: &[f32], threshold: f32) -> Vec<u8> {
 /// MiDaS: d − min, / max, uint8(clip(d · 255)) (truncating, as NumPy's astype).
 pub fn depth_u8(v: &[f32]) -> Vec<u8> {
     let min = v.iter().copied().fold(f32::INFINITY, f32::min);
-    let shifted: Vec<f32> = v.iter().map(|&d| d - min).collect();
-    let max = shifted.iter().copied().fold(0f32, f32::max);
-    shifted
-        .iter()
+    let max = v.iter().fold(0f32, |m, &d| m.max(d - min));
+    v.iter()
         .map(|&d| {
-            let d = if max > 0.0 { d / max } else { 0.0 };
+            let d = if max > 0.0 { (d - min) / max } else { 0.0 };
             (d * 255.0).clamp(0.0, 255.0) as u8
         })
         .collect()

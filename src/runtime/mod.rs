@@ -51,6 +51,17 @@ pub struct RuntimeOptions {
     pub device: Device,
 }
 
+/// Lower the calling thread's scheduling priority (nice +10, Linux: per thread), so that
+/// work on it yields to inference threads. Best effort: failures are ignored.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// Find the ONNX Runtime shared library.
 pub fn find_library() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
