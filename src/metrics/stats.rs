@@ -49,12 +49,19 @@ impl Stats {
         let mut sigma = Mat::<f64>::zeros(d, d);
         let par = faer::get_global_parallelism();
         let mut start = 0;
+        // One scratch block for all chunks (a fresh CHUNK × d buffer per chunk would
+        // page-fault ~N·d·8 bytes of memory per covariance).
+        let mut buf = Mat::<f64>::zeros(CHUNK.min(n), d);
         while start < n {
             let len = CHUNK.min(n - start);
-            let mut xc = Mat::<f64>::zeros(len, d);
+            let mut xc = buf.as_mut().subrows_mut(0, len);
             for j in 0..d {
                 let (src, m) = (x.col(j).subrows(start, len), mu[j]);
-                let dst = xc.col_mut(j).try_as_col_major_mut().expect("owned column");
+                let dst = xc
+                    .as_mut()
+                    .col_mut(j)
+                    .try_as_col_major_mut()
+                    .expect("owned column");
                 match src.try_as_col_major() {
                     Some(src) => {
                         for (o, &v) in dst.as_slice_mut().iter_mut().zip(src.as_slice()) {
@@ -72,7 +79,7 @@ impl Stats {
                 sigma.as_mut(),
                 BlockStructure::TriangularLower,
                 Accum::Add,
-                xc.transpose(),
+                xc.as_ref().transpose(),
                 BlockStructure::Rectangular,
                 xc.as_ref(),
                 BlockStructure::Rectangular,
