@@ -115,6 +115,13 @@ pub fn read_features(path: &Path) -> Result<Features> {
             path.display()
         ),
     }
+    if let Some((x, dtype)) = read_npy_bulk(path)? {
+        return Ok(Features {
+            x,
+            dtype,
+            path: path.to_path_buf(),
+        });
+    }
     let open = || File::open(path).with_context(|| format!("cannot open {}", path.display()));
     let (x, dtype) = match Array2::<f64>::read_npy(open()?) {
         Ok(a) => (to_mat(&a), Dtype::F64),
@@ -129,6 +136,89 @@ pub fn read_features(path: &Path) -> Result<Features> {
         dtype,
         path: path.to_path_buf(),
     })
+}
+
+/// The common case read in bulk: a little-endian `<f4`/`<f8`, C-order, 2-D `.npy` whose
+/// data is read once and converted to a column-major f64 matrix in parallel column
+/// blocks. `None` for anything else (big-endian, Fortran order, other shapes or dtypes,
+/// truncated data): the general `ndarray-npy` reader then handles it and its errors.
+fn read_npy_bulk(path: &Path) -> Result<Option<(Mat<f64>, Dtype)>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let Some((dtype, n, d, off)) = parse_npy_header(&bytes) else {
+        return Ok(None);
+    };
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+    };
+    let Some(len) = n.checked_mul(d).and_then(|e| e.checked_mul(width)) else {
+        return Ok(None);
+    };
+    if bytes.len() - off != len {
+        return Ok(None);
+    }
+    let data = &bytes[off..];
+    let mut m = Mat::<f64>::zeros(n, d);
+    const BLOCK: usize = 32;
+    use rayon::prelude::*;
+    m.par_col_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(b, mut cols)| {
+            let j0 = b * BLOCK;
+            let w = cols.ncols();
+            for i in 0..n {
+                let row = (i * d + j0) * width;
+                for jj in 0..w {
+                    let at = row + jj * width;
+                    cols[(i, jj)] = match dtype {
+                        Dtype::F32 => {
+                            f32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as f64
+                        }
+                        Dtype::F64 => f64::from_le_bytes(data[at..at + 8].try_into().unwrap()),
+                    };
+                }
+            }
+        });
+    Ok(Some((m, dtype)))
+}
+
+/// `(dtype, rows, cols, data offset)` of a little-endian float, C-order, 2-D `.npy` header.
+fn parse_npy_header(b: &[u8]) -> Option<(Dtype, usize, usize, usize)> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 => {
+            if b.len() < 12 {
+                return None;
+            }
+            (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+        }
+        _ => return None,
+    };
+    let header = std::str::from_utf8(b.get(start..start + hlen)?).ok()?;
+    let h: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    let dtype = if h.contains("'descr':'<f4'") {
+        Dtype::F32
+    } else if h.contains("'descr':'<f8'") {
+        Dtype::F64
+    } else {
+        return None;
+    };
+    if !h.contains("'fortran_order':False") {
+        return None;
+    }
+    let shape = h.split("'shape':(").nth(1)?.split(')').next()?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    match dims[..] {
+        [n, d] => Some((dtype, n, d, start + hlen)),
+        _ => None,
+    }
 }
 
 fn to_mat<T: Copy + Into<f64>>(a: &Array2<T>) -> Mat<f64> {
@@ -289,6 +379,26 @@ mod tests {
             let f = read_features(&p).unwrap();
             assert_eq!(f.dtype, dt);
             assert_eq!(f.x, x);
+        }
+    }
+
+    #[test]
+    fn bulk_reader_equals_general_reader() {
+        // 70 columns: several parallel column blocks and a ragged last one.
+        let dir = tempfile::tempdir().unwrap();
+        let x = Mat::from_fn(9, 70, |i, j| (i * 70 + j) as f64 * 0.5 - 3.0);
+        for dt in [Dtype::F32, Dtype::F64] {
+            let p = dir.path().join(format!("{dt:?}.npy"));
+            write_features(&p, &x, dt).unwrap();
+            let (bulk, got_dt) = read_npy_bulk(&p).unwrap().expect("bulk path taken");
+            assert_eq!(got_dt, dt);
+            assert_eq!(bulk, x);
+            // Truncated data: not the bulk path; the general reader reports the error.
+            let bytes = std::fs::read(&p).unwrap();
+            let t = dir.path().join(format!("t{dt:?}.npy"));
+            std::fs::write(&t, &bytes[..bytes.len() - 3]).unwrap();
+            assert!(read_npy_bulk(&t).unwrap().is_none());
+            assert!(read_features(&t).is_err());
         }
     }
 

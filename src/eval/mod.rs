@@ -12,6 +12,7 @@
 pub mod compute;
 pub mod extract;
 pub mod io;
+pub mod preprocess;
 pub mod run;
 
 use anyhow::{bail, Result};

@@ -40,23 +40,46 @@ impl Stats {
         let mut mu = Col::<f64>::zeros(d);
         for j in 0..d {
             let c = x.col(j);
-            let mut s = 0.0;
-            for i in 0..n {
-                s += c[i];
-            }
+            let s: f64 = match c.try_as_col_major() {
+                Some(c) => c.as_slice().iter().sum(),
+                None => (0..n).map(|i| c[i]).sum(),
+            };
             mu[j] = s / n as f64;
         }
         let mut sigma = Mat::<f64>::zeros(d, d);
         let par = faer::get_global_parallelism();
         let mut start = 0;
+        // One scratch block for all chunks (a fresh CHUNK × d buffer per chunk would
+        // page-fault ~N·d·8 bytes of memory per covariance).
+        let mut buf = Mat::<f64>::zeros(CHUNK.min(n), d);
         while start < n {
             let len = CHUNK.min(n - start);
-            let xc = Mat::from_fn(len, d, |i, j| x[(start + i, j)] - mu[j]);
+            let mut xc = buf.as_mut().subrows_mut(0, len);
+            for j in 0..d {
+                let (src, m) = (x.col(j).subrows(start, len), mu[j]);
+                let dst = xc
+                    .as_mut()
+                    .col_mut(j)
+                    .try_as_col_major_mut()
+                    .expect("owned column");
+                match src.try_as_col_major() {
+                    Some(src) => {
+                        for (o, &v) in dst.as_slice_mut().iter_mut().zip(src.as_slice()) {
+                            *o = v - m;
+                        }
+                    }
+                    None => {
+                        for (i, o) in dst.as_slice_mut().iter_mut().enumerate() {
+                            *o = src[i] - m;
+                        }
+                    }
+                }
+            }
             tri_matmul(
                 sigma.as_mut(),
                 BlockStructure::TriangularLower,
                 Accum::Add,
-                xc.transpose(),
+                xc.as_ref().transpose(),
                 BlockStructure::Rectangular,
                 xc.as_ref(),
                 BlockStructure::Rectangular,
