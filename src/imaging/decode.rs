@@ -300,3 +300,42 @@ mod reduced_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn animated_gif_gives_its_first_frame_and_bmp_tiff_decode() {
+        use image::codecs::gif::{GifEncoder, Repeat};
+        use image::{Delay, Frame, Rgba, RgbaImage};
+        let mut gif = Vec::new();
+        {
+            let mut enc = GifEncoder::new(&mut gif);
+            enc.set_repeat(Repeat::Infinite).unwrap();
+            for c in [[255u8, 0, 0, 255], [0, 0, 255, 255]] {
+                let frame = Frame::from_parts(
+                    RgbaImage::from_pixel(8, 8, Rgba(c)),
+                    0,
+                    0,
+                    Delay::from_numer_denom_ms(100, 1),
+                );
+                enc.encode_frame(frame).unwrap();
+            }
+        }
+        let rgb = decode_rgb(&gif, 1 << 20).unwrap();
+        assert_eq!(rgb.dimensions(), (8, 8));
+        let p = rgb.get_pixel(4, 4).0;
+        assert!(p[0] > 200 && p[2] < 50, "first frame (red), got {p:?}");
+        for fmt in [image::ImageFormat::Bmp, image::ImageFormat::Tiff] {
+            let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(5, 3, image::Rgb([1, 2, 3])));
+            let mut out = Vec::new();
+            img.write_to(&mut Cursor::new(&mut out), fmt).unwrap();
+            assert_eq!(
+                decode_rgb(&out, 1 << 20).unwrap().get_pixel(2, 1).0,
+                [1, 2, 3],
+                "{fmt:?}"
+            );
+        }
+    }
+}
