@@ -339,3 +339,23 @@ mod format_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod cmyk_tests {
+    #[test]
+    fn cmyk_jpeg_becomes_rgb() {
+        // A 64×48 Adobe CMYK JPEG of RGB (200, 30, 40) written by Pillow.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/images/cmyk-200-30-40.jpg"
+        );
+        let rgb = super::decode_rgb(&std::fs::read(path).unwrap(), 1 << 20).unwrap();
+        let p = rgb.get_pixel(10, 10).0;
+        assert!(
+            (i32::from(p[0]) - 200).abs() <= 2
+                && (i32::from(p[1]) - 30).abs() <= 2
+                && (i32::from(p[2]) - 40).abs() <= 2,
+            "{p:?}"
+        );
+    }
+}
