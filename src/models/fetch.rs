@@ -46,13 +46,7 @@ pub fn fetch(reg: &Registry, entry: &ModelEntry, timeout: Duration) -> Result<Fe
             entry.name
         );
     }
-    let dir = dest.parent().context("cache path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "cannot create {} (set PREP_CACHE to a writable directory)",
-            dir.display()
-        )
-    })?;
+    super::ensure_cache_dir(&dest)?;
     let mut errors = Vec::new();
     for url in &entry.urls {
         let tmp = dest.with_extension("onnx.part");

@@ -447,14 +447,19 @@ pub fn add(reg: &Registry, name: &str, file: &Path, like: &str) -> Result<ModelE
     Ok(entry)
 }
 
-fn copy_into_cache(src: &Path, dest: &Path) -> Result<()> {
+/// Create the cache directory that will hold `dest`.
+pub(crate) fn ensure_cache_dir(dest: &Path) -> Result<()> {
     let dir = dest.parent().context("cache path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| {
         format!(
             "cannot create {} (set PREP_CACHE to a writable directory)",
             dir.display()
         )
-    })?;
+    })
+}
+
+fn copy_into_cache(src: &Path, dest: &Path) -> Result<()> {
+    ensure_cache_dir(dest)?;
     if std::fs::canonicalize(src).ok() == std::fs::canonicalize(dest).ok() {
         return Ok(());
     }
