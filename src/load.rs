@@ -28,10 +28,6 @@ impl Loader {
         })
     }
 
-    pub fn concurrency(&self) -> usize {
-        self.concurrency
-    }
-
     /// Load one image reference.
     pub async fn load(&self, image: &ImageRef) -> Fetched {
         match image {

@@ -19,7 +19,6 @@ pub mod store;
 pub mod webdataset;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -150,27 +149,9 @@ pub fn shard_complete(store: &LocalStore, shard: usize, fingerprint: &str) -> Re
             &fingerprint[..12],
             store.root().display()
         );
-    } // The data file the stats name (Parquet or tar) must be there, whole.
+    }
+    // The data file the stats name (Parquet or tar) must be there, whole.
     Ok(store.size(&s.parquet.file) == Some(s.parquet.bytes))
-}
-
-/// A `Write` that hashes and counts what passes through.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Writes shards into a [`LocalStore`], one at a time.
@@ -295,13 +276,18 @@ impl Drop for ParquetSink {
 fn hash_file(path: &std::path::Path) -> Result<(u64, String)> {
     let mut f = std::fs::File::open(path)
         .with_context(|| format!("cannot read back {}", path.display()))?;
-    let mut w = HashingWriter {
-        inner: std::io::sink(),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    std::io::copy(&mut f, &mut w)?;
-    Ok((w.bytes, hex::encode(w.hasher.finalize())))
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hex::encode(hasher.finalize())))
 }
 
 /// Read every committed stats file of shards `0..num_shards` (missing ones are skipped).
