@@ -466,8 +466,53 @@ pub enum EvalCommand {
     Fid(EvalFidArgs),
     /// Score a list of entries against one reference set → metrics.json + metrics.csv.
     Run(EvalRunArgs),
-    /// Extract features from images with a feature model (needs the model runtime).
+    /// Extract features from images with a feature model.
     Features(EvalFeaturesArgs),
+    /// Controllability: re-extract a condition from generated images and compare it with
+    /// the input condition (depth RMSE, edge F1/SSIM/PSNR, seg mIoU, pose OKS AP).
+    Control(EvalControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalControlArgs {
+    /// Condition: depth, hed, sketch, canny, keypose or seg.
+    #[arg(long)]
+    pub condition: String,
+    /// The `prep build` output the generation was conditioned on.
+    #[arg(long, value_name = "DIR")]
+    pub reference: PathBuf,
+    /// Generated images (KEY.png, re-extracted with the reference's pipeline), a `prep build`
+    /// output of them, or (seg) a directory of predicted label maps.
+    #[arg(long, value_name = "DIR")]
+    pub gen: PathBuf,
+    /// keypose: the pose model for re-extraction (CONDITION=NAME), when the reference used
+    /// ground truth.
+    #[arg(long, value_name = "CONDITION=NAME")]
+    pub model: Vec<String>,
+    /// Use this file for a model (NAME=PATH), still checked against its sha256 pin.
+    #[arg(long, value_name = "NAME=PATH")]
+    pub model_file: Vec<String>,
+    /// Edge maps are binarised at value ≥ this (0–255) for F1.
+    #[arg(long, default_value_t = 128)]
+    pub edge_threshold: u8,
+    /// keypose from a model reference: keypoints scoring at least this count as labelled.
+    #[arg(long, default_value_t = 0.3)]
+    pub keypoint_threshold: f32,
+    /// Keep the re-extracted conditions here (default: a temporary directory, removed).
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// Per-sample values as CSV (key, value, ssim).
+    #[arg(long, value_name = "F.csv")]
+    pub per_sample: Option<PathBuf>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::runtime::Device,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@
 //! names the file) and formats results.
 
 pub mod compute;
+pub mod control;
 pub mod extract;
 pub mod images;
 pub mod io;
@@ -180,6 +181,20 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Features(a) => features(&a),
+        EvalCommand::Control(a) => {
+            let r = control::run(&a)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let v = serde_json::to_value(&r)?;
+                if let Some(o) = v.as_object() {
+                    for (k, v) in o {
+                        println!("{k:<22} {v}");
+                    }
+                }
+            }
+            Ok(())
+        }
     }
 }
 
