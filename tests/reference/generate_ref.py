@@ -10,6 +10,7 @@ StableDiffusionAdapterPipeline / MultiAdapter), run on the same ONNX files.
                   [--adapter-conditioning-factor 1.0]
   generate_ref.py --check-prep GEN_DIR --pipeline DIR --dataset DIR ...
       regenerate every row of prep's output Parquet here and compare (max |diff| <= 1e-4)
+      (--fed-sum: the reference feeds one adapter the weighted sum of the conditions)
   generate_ref.py --scheduler-goldens OUT.rs
       write the Rust unit-test expectations of src/generate/scheduler.rs
 
@@ -313,6 +314,12 @@ def adapter_session(d):
 
 # ---------------------------------------------------------------- checks
 
+def file_stem(key):
+    """prep's file name for a key (src/generate/mod.rs file_stem)."""
+    s = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in key)
+    return "_" + s if not s or s.startswith(".") else s
+
+
 def check_prep(a):
     """Regenerate every row of prep's output here and compare to prep's float output."""
     import pyarrow.parquet as pq
@@ -337,10 +344,16 @@ def check_prep(a):
             sess, meta = adapter_session(ad["dir"])
             cond = load_condition(src[ad["condition"]]["bytes"], meta.get("in_channels", 3))
             adapters.append((sess, ad["weight"], cond))
-        noise = np.load(os.path.join(gen, "noise", row["key"] + ".npy"))
+        if a.fed_sum:
+            # One run of the (linear) adapter on the weighted sum of the conditions.
+            dirs = {ad["dir"] for ad in manifest["adapters"]}
+            assert len(dirs) == 1, "--fed-sum needs every --adapter to be the same directory"
+            cond = sum(w * c for _, w, c in adapters)
+            adapters = [(adapters[0][0], 1.0, cond.astype(np.float32))]
+        noise = np.load(os.path.join(gen, "noise", file_stem(row["key"]) + ".npy"))
         ref = pipe.generate(row["prompt"], noise, manifest["scheduler"], manifest["steps"],
                             manifest["guidance"], adapters, manifest["adapter_conditioning_factor"])
-        got = np.load(os.path.join(gen, "pixels", row["key"] + ".npy"))
+        got = np.load(os.path.join(gen, "pixels", file_stem(row["key"]) + ".npy"))
         d = float(np.abs(got - ref).max())
         worst = max(worst, d)
         print(f"{row['key']}: max |prep - reference| = {d:.2e}")
@@ -405,6 +418,8 @@ def main():
     ap.add_argument("--adapter-conditioning-factor", type=float, default=1.0)
     ap.add_argument("--check-prep")
     ap.add_argument("--dataset")
+    ap.add_argument("--fed-sum", action="store_true",
+                    help="with --check-prep: the reference runs ONE adapter on sum(w_k * C_k)")
     ap.add_argument("--scheduler-goldens")
     a = ap.parse_args()
     if a.scheduler_goldens:
