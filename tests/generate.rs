@@ -23,8 +23,18 @@ fn dataset() -> &'static Path {
         let o = prep()
             .env("PREP_CACHE", tmp.path().join("cache"))
             .args([
-                "build", "--source", "demo", "--condition", "color", "--resolution", "64",
-                "--image-format", "png", "--out", out.to_str().unwrap(), "--quiet",
+                "build",
+                "--source",
+                "demo",
+                "--condition",
+                "color",
+                "--resolution",
+                "64",
+                "--image-format",
+                "png",
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
             ])
             .output()
             .unwrap();
@@ -51,7 +61,10 @@ impl Gen {
             .map(|p| {
                 let a: ndarray::ArrayD<f32> =
                     ndarray_npy::ReadNpyExt::read_npy(std::fs::File::open(p).unwrap()).unwrap();
-                (p.file_name().unwrap().to_string_lossy().to_string(), a.iter().copied().collect())
+                (
+                    p.file_name().unwrap().to_string_lossy().to_string(),
+                    a.iter().copied().collect(),
+                )
             })
             .collect()
     }
@@ -62,25 +75,33 @@ fn generate(extra: &[&str]) -> Gen {
     let out = tmp.path().join("gen");
     let fx = fixtures();
     let pipe = fx.join("pipeline");
-    let mut args: Vec<String> = vec![
-        "generate".into(),
-        "--pipeline".into(),
-        pipe.to_str().unwrap().into(),
+    let mut args: Vec<String> = vec!["generate".into()];
+    if !extra.contains(&"--pipeline") {
+        args.push("--pipeline".into());
+        args.push(pipe.to_str().unwrap().into());
+    }
+    args.extend::<Vec<String>>(vec![
         "--input".into(),
         dataset().to_str().unwrap().into(),
         "--out".into(),
         out.to_str().unwrap().into(),
         "--limit".into(),
         "2".into(),
-        "--steps".into(),
-        "6".into(),
-        "--seed".into(),
-        "42".into(),
+        "--width".into(),
+        "64".into(),
+        "--height".into(),
+        "64".into(),
         "--threads".into(),
         "1".into(),
         "--save-pixels".into(),
         "--quiet".into(),
-    ];
+    ]);
+    for (flag, default) in [("--steps", "6"), ("--seed", "42")] {
+        if !extra.contains(&flag) {
+            args.push(flag.into());
+            args.push(default.into());
+        }
+    }
     for e in extra {
         args.push(e.replace("@FX", fx.to_str().unwrap()));
     }
@@ -115,7 +136,11 @@ fn zero_weight_equals_no_adapter_and_the_adapter_matters() {
     let one = generate(&["--adapter", "color=@FX/adapters/color:1"]);
     assert_eq!(max_diff(&none, &zero), 0.0);
     assert!(max_diff(&none, &one) > 1e-3, "{}", max_diff(&none, &one));
-    assert!(zero.stderr.contains("adapter color: 0 run(s)"), "{}", zero.stderr);
+    assert!(
+        zero.stderr.contains("adapter color: 0 run(s)"),
+        "{}",
+        zero.stderr
+    );
 }
 
 #[test]
@@ -129,24 +154,40 @@ fn adapter_runs_once_per_image() {
 fn two_weights_of_one_linear_adapter_compose_as_their_sum() {
     // The fixture adapters are linear: ω₁·F(C) + ω₂·F(C) = (ω₁ + ω₂)·F(C).
     let two = generate(&[
-        "--adapter", "a=@FX/adapters/color:0.3",
-        "--adapter", "b=@FX/adapters/color:0.5",
+        "--adapter",
+        "a=@FX/adapters/color:0.3",
+        "--adapter",
+        "b=@FX/adapters/color:0.5",
     ]);
     let one = generate(&["--adapter", "a=@FX/adapters/color:0.8"]);
     assert!(max_diff(&two, &one) < 1e-5, "{}", max_diff(&two, &one));
-    assert!(two.stderr.contains("adapter a: 2 run(s)") && two.stderr.contains("adapter b: 2 run(s)"));
+    assert!(
+        two.stderr.contains("adapter a: 2 run(s)") && two.stderr.contains("adapter b: 2 run(s)")
+    );
     // A different adapter (grey input) composes too, and changes the image.
     let mixed = generate(&[
-        "--adapter", "a=@FX/adapters/color:0.8",
-        "--adapter", "g=@FX/adapters/gray:0.5",
+        "--adapter",
+        "a=@FX/adapters/color:0.8",
+        "--adapter",
+        "g=@FX/adapters/gray:0.5",
     ]);
     assert!(max_diff(&mixed, &one) > 1e-4);
 }
 
 #[test]
 fn same_seed_same_bytes_other_seed_other_image() {
-    let a = generate(&["--adapter", "color=@FX/adapters/color", "--scheduler", "dpm++2m"]);
-    let b = generate(&["--adapter", "color=@FX/adapters/color", "--scheduler", "dpm++2m"]);
+    let a = generate(&[
+        "--adapter",
+        "color=@FX/adapters/color",
+        "--scheduler",
+        "dpm++2m",
+    ]);
+    let b = generate(&[
+        "--adapter",
+        "color=@FX/adapters/color",
+        "--scheduler",
+        "dpm++2m",
+    ]);
     for f in ["generated.parquet", "generate.json"] {
         assert_eq!(
             std::fs::read(a.dir.join(f)).unwrap(),
@@ -154,7 +195,14 @@ fn same_seed_same_bytes_other_seed_other_image() {
             "{f}"
         );
     }
-    let c = generate(&["--adapter", "color=@FX/adapters/color", "--scheduler", "dpm++2m", "--seed", "7"]);
+    let c = generate(&[
+        "--adapter",
+        "color=@FX/adapters/color",
+        "--scheduler",
+        "dpm++2m",
+        "--seed",
+        "7",
+    ]);
     assert!(max_diff(&a, &c) > 1e-3);
 }
 
@@ -163,7 +211,10 @@ fn init_noise_replaces_the_seed_and_guidance_one_is_conditional_only() {
     let seeded = generate(&["--guidance", "1"]);
     // The same latents given as --init-noise reproduce the seeded run exactly.
     let noise = seeded.dir.join("noise");
-    let mut files: Vec<_> = std::fs::read_dir(&noise).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&noise)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut all = Vec::new();
     for f in &files {
@@ -176,7 +227,14 @@ fn init_noise_replaces_the_seed_and_guidance_one_is_conditional_only() {
     let tmp = tempfile::tempdir().unwrap();
     let npy = tmp.path().join("noise.npy");
     ndarray_npy::WriteNpyExt::write_npy(&stacked, std::fs::File::create(&npy).unwrap()).unwrap();
-    let given = generate(&["--guidance", "1", "--init-noise", npy.to_str().unwrap(), "--seed", "999"]);
+    let given = generate(&[
+        "--guidance",
+        "1",
+        "--init-noise",
+        npy.to_str().unwrap(),
+        "--seed",
+        "999",
+    ]);
     assert_eq!(max_diff(&seeded, &given), 0.0);
     // Guidance 1 runs the conditional branch alone; guidance > 1 differs.
     let guided = generate(&["--guidance", "7.5"]);
@@ -198,14 +256,21 @@ fn output_parquet_has_the_images_and_settings() {
     let bytes = img.column_by_name("bytes").unwrap().as_binary::<i32>();
     let keys = batch.column_by_name("key").unwrap().as_string::<i32>();
     let prompts = batch.column_by_name("prompt").unwrap().as_string::<i32>();
-    let seeds = batch.column_by_name("seed").unwrap().as_primitive::<arrow_array::types::Int64Type>();
+    let seeds = batch
+        .column_by_name("seed")
+        .unwrap()
+        .as_primitive::<arrow_array::types::Int64Type>();
     let adapters = batch.column_by_name("adapters").unwrap().as_string::<i32>();
     for i in 0..batch.num_rows() {
         assert_eq!(decode_rgb(bytes.value(i)).dimensions(), (64, 64));
         assert!(keys.value(i).starts_with("demo/"));
         assert!(!prompts.value(i).is_empty());
         assert_eq!(seeds.value(i), 42 + i as i64);
-        assert!(adapters.value(i).contains("\"weight\":0.6"), "{}", adapters.value(i));
+        assert!(
+            adapters.value(i).contains("\"weight\":0.6"),
+            "{}",
+            adapters.value(i)
+        );
     }
     let png = std::fs::read_dir(g.dir.join("images")).unwrap().count();
     assert_eq!(png, 2);
@@ -219,23 +284,121 @@ fn output_parquet_has_the_images_and_settings() {
 fn errors_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let o = run(&[
-        "generate", "--pipeline", "/nonexistent/pipe", "--input", dataset().to_str().unwrap(),
-        "--out", tmp.path().join("g").to_str().unwrap(),
+        "generate",
+        "--pipeline",
+        "/nonexistent/pipe",
+        "--input",
+        dataset().to_str().unwrap(),
+        "--out",
+        tmp.path().join("g").to_str().unwrap(),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--pipeline /nonexistent/pipe"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--pipeline /nonexistent/pipe"),
+        "{}",
+        stderr(&o)
+    );
     let fx = fixtures();
     let o = run(&[
-        "generate", "--pipeline", fx.join("pipeline").to_str().unwrap(),
-        "--input", dataset().to_str().unwrap(), "--adapter", "x=nodir",
-        "--out", tmp.path().join("g").to_str().unwrap(),
+        "generate",
+        "--pipeline",
+        fx.join("pipeline").to_str().unwrap(),
+        "--input",
+        dataset().to_str().unwrap(),
+        "--adapter",
+        "x=nodir",
+        "--out",
+        tmp.path().join("g").to_str().unwrap(),
     ]);
     assert!(stderr(&o).contains("adapter.toml"), "{}", stderr(&o));
     let o = run(&[
-        "generate", "--pipeline", fx.join("pipeline").to_str().unwrap(),
-        "--input", dataset().to_str().unwrap(), "--adapter", &format!("c={}", fx.join("adapters/color").display()),
-        "--condition", "depth", "--out", tmp.path().join("g").to_str().unwrap(),
+        "generate",
+        "--pipeline",
+        fx.join("pipeline").to_str().unwrap(),
+        "--input",
+        dataset().to_str().unwrap(),
+        "--adapter",
+        &format!("c={}", fx.join("adapters/color").display()),
+        "--condition",
+        "depth",
+        "--out",
+        tmp.path().join("g").to_str().unwrap(),
     ]);
     assert!(stderr(&o).contains("no column \"depth\""), "{}", stderr(&o));
-    assert!(!tmp.path().join("g").exists(), "nothing is written before the checks pass");
+    assert!(
+        !tmp.path().join("g").exists(),
+        "nothing is written before the checks pass"
+    );
+}
+
+/// The contract's variants give the same images: int32 token ids, a float timestep, a UNet
+/// without adapter inputs (when no adapter is used).
+#[test]
+fn contract_variants_give_the_same_images() {
+    let fx = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |dst: &Path| {
+        for sub in [
+            "text_encoder",
+            "unet",
+            "vae_decoder",
+            "vae_encoder",
+            "tokenizer",
+            "scheduler",
+        ] {
+            std::fs::create_dir_all(dst.join(sub)).unwrap();
+            for e in std::fs::read_dir(fx.join("pipeline").join(sub)).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    };
+    let v = tmp.path().join("variant");
+    copy(&v);
+    std::fs::copy(
+        fx.join("variants/text_encoder_int32.onnx"),
+        v.join("text_encoder/model.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fx.join("variants/unet_float_timestep.onnx"),
+        v.join("unet/model.onnx"),
+    )
+    .unwrap();
+    let base = generate(&["--adapter", "color=@FX/adapters/color:0.9"]);
+    let var = generate(&[
+        "--pipeline",
+        v.to_str().unwrap(),
+        "--adapter",
+        "color=@FX/adapters/color:0.9",
+    ]);
+    assert_eq!(max_diff(&base, &var), 0.0);
+
+    let n = tmp.path().join("no_adapter");
+    copy(&n);
+    std::fs::copy(
+        fx.join("variants/unet_no_adapter.onnx"),
+        n.join("unet/model.onnx"),
+    )
+    .unwrap();
+    let base = generate(&[]);
+    let plain = generate(&["--pipeline", n.to_str().unwrap()]);
+    assert_eq!(max_diff(&base, &plain), 0.0);
+    let o = run(&[
+        "generate",
+        "--pipeline",
+        n.to_str().unwrap(),
+        "--input",
+        dataset().to_str().unwrap(),
+        "--adapter",
+        &format!("c={}", fx.join("adapters/color").display()),
+        "--out",
+        tmp.path().join("g").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        stderr(&o).contains("has no adapter_res_0..3 inputs"),
+        "{}",
+        stderr(&o)
+    );
 }
