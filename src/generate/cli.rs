@@ -124,6 +124,17 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         per(s.ort.adapter),
         per(s.ort.vae),
     );
+    // Per denoising step: the UNet inside ONNX Runtime vs everything prep does outside it
+    // (tokenize, scheduler math, guidance, copies, PNG/npy encoding, amortised per step).
+    let steps = (s.images * s.steps_per_image).max(1) as f64;
+    let unet_step = s.ort.unet.as_secs_f64() / steps;
+    let outside = (s.generate.as_secs_f64() - s.ort.total().as_secs_f64()).max(0.0) / steps;
+    eprintln!(
+        "per step: unet (ONNX Runtime) {:.2} ms, outside ONNX Runtime {:.3} ms = {:.2}% of a step",
+        unet_step * 1e3,
+        outside * 1e3,
+        100.0 * outside / unet_step.max(1e-12)
+    );
     for (name, calls) in &s.adapter_calls {
         eprintln!("adapter {name}: {calls} run(s)");
     }

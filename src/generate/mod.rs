@@ -259,71 +259,116 @@ struct OutRow {
     seed: Option<u64>,
 }
 
-fn write_parquet(path: &Path, rows: &[OutRow], adapters: &str, cfg: &GenerateConfig) -> Result<()> {
-    use arrow_array::builder::{
-        BinaryBuilder, Float32Builder, Int32Builder, Int64Builder, StringBuilder,
-    };
-    let schema = Arc::new(output_schema());
-    let mut key = StringBuilder::new();
-    let mut bytes = BinaryBuilder::new();
-    let mut pathb = StringBuilder::new();
-    let mut prompt = StringBuilder::new();
-    let mut seed = Int64Builder::new();
-    let mut ad = StringBuilder::new();
-    let mut sch = StringBuilder::new();
-    let mut steps = Int32Builder::new();
-    let mut g = Float32Builder::new();
-    for r in rows {
-        key.append_value(&r.key);
-        bytes.append_value(&r.png);
-        pathb.append_value(format!("images/{}.png", r.key));
-        prompt.append_value(&r.prompt);
-        seed.append_option(r.seed.map(|s| s as i64));
-        ad.append_value(adapters);
-        sch.append_value(cfg.scheduler.name());
-        steps.append_value(cfg.steps as i32);
-        g.append_value(cfg.guidance);
-    }
-    let img = StructArray::new(
-        match image_type() {
-            DataType::Struct(f) => f,
-            _ => unreachable!("image_type is a struct"),
-        },
-        vec![
-            Arc::new(bytes.finish()) as ArrayRef,
-            Arc::new(pathb.finish()),
-        ],
-        None,
-    );
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(key.finish()),
-        Arc::new(img),
-        Arc::new(prompt.finish()),
-        Arc::new(seed.finish()),
-        Arc::new(ad.finish()),
-        Arc::new(sch.finish()),
-        Arc::new(steps.finish()),
-        Arc::new(g.finish()),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    let dir = path.parent().context("output path")?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("output name")?;
-    let store = crate::sink::store::LocalStore::new(dir);
-    let tmp = store.temp_path(name);
-    {
+/// The output Parquet, streamed: rows are written in row groups of [`ROW_GROUP`] to a
+/// temporary file that `finish` renames into place.
+struct OutWriter {
+    store: crate::sink::store::LocalStore,
+    tmp: PathBuf,
+    writer: parquet::arrow::ArrowWriter<File>,
+    pending: Vec<OutRow>,
+    adapters: String,
+    scheduler: &'static str,
+    steps: i32,
+    guidance: f32,
+}
+
+const ROW_GROUP: usize = 16;
+const OUT_PARQUET: &str = "generated.parquet";
+
+impl OutWriter {
+    fn create(out: &Path, adapters: String, cfg: &GenerateConfig) -> Result<OutWriter> {
+        let store = crate::sink::store::LocalStore::new(out);
+        store.clear_stale_temps(OUT_PARQUET);
+        let tmp = store.temp_path(OUT_PARQUET);
         let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let props = parquet::file::properties::WriterProperties::builder()
             .set_created_by(concat!("prep ", env!("CARGO_PKG_VERSION")).to_string())
-            .set_max_row_group_row_count(Some(64))
+            .set_max_row_group_row_count(Some(ROW_GROUP))
             .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props))?;
-        w.write(&batch)?;
-        w.close()?;
+        let writer =
+            parquet::arrow::ArrowWriter::try_new(f, Arc::new(output_schema()), Some(props))?;
+        Ok(OutWriter {
+            store,
+            tmp,
+            writer,
+            pending: Vec::new(),
+            adapters,
+            scheduler: cfg.scheduler.name(),
+            steps: cfg.steps as i32,
+            guidance: cfg.guidance,
+        })
     }
-    store.commit_file(&tmp, name)
+
+    fn push(&mut self, row: OutRow) -> Result<()> {
+        self.pending.push(row);
+        if self.pending.len() >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        use arrow_array::builder::{
+            BinaryBuilder, Float32Builder, Int32Builder, Int64Builder, StringBuilder,
+        };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut key = StringBuilder::new();
+        let mut bytes = BinaryBuilder::new();
+        let mut pathb = StringBuilder::new();
+        let mut prompt = StringBuilder::new();
+        let mut seed = Int64Builder::new();
+        let mut ad = StringBuilder::new();
+        let mut sch = StringBuilder::new();
+        let mut steps = Int32Builder::new();
+        let mut g = Float32Builder::new();
+        for r in self.pending.drain(..) {
+            key.append_value(&r.key);
+            bytes.append_value(&r.png);
+            pathb.append_value(format!("images/{}.png", file_stem(&r.key)));
+            prompt.append_value(&r.prompt);
+            seed.append_option(r.seed.map(|s| s as i64));
+            ad.append_value(&self.adapters);
+            sch.append_value(self.scheduler);
+            steps.append_value(self.steps);
+            g.append_value(self.guidance);
+        }
+        let DataType::Struct(fields) = image_type() else {
+            unreachable!("image_type is a struct")
+        };
+        let img = StructArray::new(
+            fields,
+            vec![
+                Arc::new(bytes.finish()) as ArrayRef,
+                Arc::new(pathb.finish()),
+            ],
+            None,
+        );
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(key.finish()),
+            Arc::new(img),
+            Arc::new(prompt.finish()),
+            Arc::new(seed.finish()),
+            Arc::new(ad.finish()),
+            Arc::new(sch.finish()),
+            Arc::new(steps.finish()),
+            Arc::new(g.finish()),
+        ];
+        let batch = RecordBatch::try_new(Arc::new(output_schema()), cols)?;
+        self.writer
+            .write(&batch)
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.flush()?;
+        self.writer
+            .close()
+            .with_context(|| format!("cannot finish {}", self.tmp.display()))?;
+        self.store.commit_file(&self.tmp, OUT_PARQUET)
+    }
 }
 
 fn npy_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
@@ -428,7 +473,8 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
 
-    let mut out_rows = Vec::with_capacity(rows.len());
+    let mut writer = OutWriter::create(out, adapters_json, cfg)?;
+    let mut images = 0usize;
     let mut generate_time = Duration::ZERO;
     for (i, row) in rows.iter().enumerate() {
         let mut conds = Vec::new();
@@ -484,7 +530,6 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             &params,
             &mut |s| bar_steps.set_position(s as u64),
         )?;
-        generate_time += t0.elapsed();
         let stem = file_stem(&row.key);
         let png = img.png()?;
         let store = crate::sink::store::LocalStore::new(out);
@@ -496,22 +541,19 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             )?;
             store.put_atomic(&format!("noise/{stem}.npy"), &npy_bytes(&noise_v, &shape)?)?;
         }
-        out_rows.push(OutRow {
+        writer.push(OutRow {
             key: row.key.clone(),
             png,
             prompt: row.text.clone(),
             seed,
-        });
+        })?;
+        images += 1;
+        generate_time += t0.elapsed();
         bar_images.inc(1);
     }
     bar_steps.finish_and_clear();
     bar_images.finish_and_clear();
-    write_parquet(
-        &out.join("generated.parquet"),
-        &out_rows,
-        &adapters_json,
-        cfg,
-    )?;
+    writer.finish()?;
     let manifest = serde_json::json!({
         "pipeline": cfg.pipeline.display().to_string(),
         "adapters": adapters.iter().map(|a| serde_json::json!({
@@ -525,14 +567,14 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         "seed": cfg.seed,
         "init_noise": cfg.init_noise.as_ref().map(|p| p.display().to_string()),
         "noise": noise::DESCRIPTION,
-        "images": out_rows.len(),
+        "images": images,
     });
     crate::sink::store::LocalStore::new(out).put_atomic(
         "generate.json",
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     Ok(GenerateSummary {
-        images: out_rows.len(),
+        images,
         adapter_calls: adapters.iter().map(|a| (a.name.clone(), a.calls)).collect(),
         wall: t_start.elapsed(),
         generate: generate_time,
