@@ -402,3 +402,82 @@ fn contract_variants_give_the_same_images() {
         stderr(&o)
     );
 }
+
+fn write_masks(dir: &Path, value: u8) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 1..=5 {
+        let img = image::GrayImage::from_pixel(64, 64, image::Luma([value]));
+        img.save(dir.join(format!("demo_demo_00000000000{i}.png")))
+            .unwrap();
+    }
+}
+
+/// Latent blending (4-channel UNet): a white mask regenerates everything (= no --mask); a
+/// black mask keeps the source everywhere, so the seed no longer matters.
+#[test]
+fn inpainting_masks_select_what_is_regenerated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (white, black) = (tmp.path().join("white"), tmp.path().join("black"));
+    write_masks(&white, 255);
+    write_masks(&black, 0);
+    let ad = ["--adapter", "color=@FX/adapters/color:0.5"];
+    let plain = generate(&ad);
+    let all = generate(&[ad[0], ad[1], "--mask", white.to_str().unwrap()]);
+    assert_eq!(max_diff(&plain, &all), 0.0);
+    let keep1 = generate(&[ad[0], ad[1], "--mask", black.to_str().unwrap()]);
+    let keep2 = generate(&[
+        ad[0],
+        ad[1],
+        "--mask",
+        black.to_str().unwrap(),
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(max_diff(&keep1, &keep2), 0.0);
+    assert!(max_diff(&keep1, &plain) > 1e-3);
+    // A partial mask (the color map thresholded at 0.5) differs from both.
+    let part = generate(&[ad[0], ad[1], "--mask", "color"]);
+    assert!(max_diff(&part, &plain) > 1e-4 && max_diff(&part, &keep1) > 1e-4);
+    let manifest = std::fs::read_to_string(part.dir.join("generate.json")).unwrap();
+    assert!(manifest.contains("\"mask\": \"color\""), "{manifest}");
+
+    // A 9-channel inpainting UNet needs --mask.
+    let fx = fixtures();
+    let p = tmp.path().join("pipe9");
+    for sub in [
+        "text_encoder",
+        "unet",
+        "vae_decoder",
+        "vae_encoder",
+        "tokenizer",
+        "scheduler",
+    ] {
+        std::fs::create_dir_all(p.join(sub)).unwrap();
+        for e in std::fs::read_dir(fx.join("pipeline").join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), p.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(
+        fx.join("variants/unet_inpaint9.onnx"),
+        p.join("unet/model.onnx"),
+    )
+    .unwrap();
+    let o = run(&[
+        "generate",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        dataset().to_str().unwrap(),
+        "--out",
+        tmp.path().join("g").to_str().unwrap(),
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--quiet",
+    ]);
+    assert!(stderr(&o).contains("needs --mask"), "{}", stderr(&o));
+    let native = generate(&["--pipeline", p.to_str().unwrap(), "--mask", "color"]);
+    assert!(max_diff(&native, &part) > 1e-4);
+}

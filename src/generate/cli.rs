@@ -52,6 +52,11 @@ pub struct GenerateArgs {
     /// row) instead of seeded noise.
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
+    /// Inpainting: the mask (white = regenerate) from this dataset image column, or
+    /// DIR/KEY.png when it names a directory; the source is the dataset's `image`. A
+    /// 9-channel UNet gets its native inputs, a 4-channel one latent blending.
+    #[arg(long)]
+    pub mask: Option<String>,
     /// Output directory: images/, generated.parquet, generate.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -95,6 +100,7 @@ impl GenerateArgs {
             scheduler: self.scheduler,
             adapter_conditioning_factor: self.adapter_conditioning_factor,
             init_noise: self.init_noise.clone(),
+            mask: self.mask.clone(),
             out: self.out.clone(),
             limit: self.limit,
             width: self.width,

@@ -28,7 +28,7 @@ use arrow_schema::{DataType, Field, Fields, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::runtime::RuntimeOptions;
-pub use pipeline::{Adapter, Condition, Generated, OrtTime, Pipeline, SampleParams};
+pub use pipeline::{Adapter, Condition, Generated, Inpaint, OrtTime, Pipeline, SampleParams};
 pub use scheduler::SchedulerKind;
 
 /// `--adapter NAME=DIR[:ω]`.
@@ -82,6 +82,10 @@ pub struct GenerateConfig {
     pub scheduler: SchedulerKind,
     pub adapter_conditioning_factor: f32,
     pub init_noise: Option<PathBuf>,
+    /// Inpainting: a mask per row (white = regenerate), from a dataset image column of
+    /// this name, or from `DIR/KEY.png` when it names a directory; the source image is the
+    /// dataset's `image` column.
+    pub mask: Option<String>,
     pub out: PathBuf,
     pub limit: Option<usize>,
     /// Image size when no adapter gives one (default 512).
@@ -424,7 +428,14 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             None => adapters.iter_mut().for_each(|a| a.column = c.clone()),
         }
     }
-    let columns: Vec<String> = adapters.iter().map(|a| a.column.clone()).collect();
+    let mut columns: Vec<String> = adapters.iter().map(|a| a.column.clone()).collect();
+    let mask_dir = cfg.mask.as_ref().map(PathBuf::from).filter(|p| p.is_dir());
+    if let Some(m) = &cfg.mask {
+        columns.push("image".into());
+        if mask_dir.is_none() {
+            columns.push(m.clone());
+        }
+    }
     let rows = read_rows(&cfg.input, &columns, cfg.limit)?;
     if rows.is_empty() {
         bail!("--input {}: no rows", cfg.input.display());
@@ -489,9 +500,38 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
                 format!("--input row {i} (key {}): column {:?}", row.key, a.column)
             })?);
         }
-        let (h, w) = match conds.first() {
-            Some(c) => (c.height, c.width),
-            None => (cfg.height.unwrap_or(512), cfg.width.unwrap_or(512)),
+        let inpaint = match &cfg.mask {
+            None => None,
+            Some(m) => {
+                let na = adapters.len();
+                let image = row.conditions[na]
+                    .as_ref()
+                    .with_context(|| format!("--mask: row {i} (key {}) has no image", row.key))?;
+                let mask_bytes = match &mask_dir {
+                    Some(d) => {
+                        let p = d.join(format!("{}.png", file_stem(&row.key)));
+                        std::fs::read(&p).with_context(|| {
+                            format!(
+                                "--mask {m}: cannot read {} for key {}",
+                                p.display(),
+                                row.key
+                            )
+                        })?
+                    }
+                    None => row.conditions[na + 1].clone().with_context(|| {
+                        format!("--mask {m}: row {i} (key {}) has no mask", row.key)
+                    })?,
+                };
+                Some(
+                    Inpaint::decode(image, &mask_bytes)
+                        .with_context(|| format!("--mask {m}: row {i} (key {})", row.key))?,
+                )
+            }
+        };
+        let (h, w) = match (conds.first(), &inpaint) {
+            (Some(c), _) => (c.height, c.width),
+            (None, Some(ip)) => (ip.height, ip.width),
+            (None, None) => (cfg.height.unwrap_or(512), cfg.width.unwrap_or(512)),
         };
         if let Some(c) = conds.iter().find(|c| (c.height, c.width) != (h, w)) {
             bail!(
@@ -528,6 +568,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             h,
             w,
             &params,
+            inpaint.as_ref(),
             &mut |s| bar_steps.set_position(s as u64),
         )?;
         let stem = file_stem(&row.key);
@@ -566,6 +607,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         "adapter_conditioning_factor": cfg.adapter_conditioning_factor,
         "seed": cfg.seed,
         "init_noise": cfg.init_noise.as_ref().map(|p| p.display().to_string()),
+        "mask": cfg.mask,
         "noise": noise::DESCRIPTION,
         "images": images,
     });

@@ -185,6 +185,8 @@ pub struct Pipeline {
     res_channels: Option<[usize; 4]>,
     vae: Net,
     vae_in: String,
+    /// `vae_encoder/model.onnx`, opened on first use (inpainting).
+    vae_enc: Option<Net>,
     pub scheduler_config: SchedulerConfig,
     pub scaling_factor: f32,
     /// Image pixels per latent pixel (8 for SD).
@@ -200,6 +202,43 @@ pub struct SampleParams {
     pub steps: usize,
     pub guidance: f32,
     pub adapter_conditioning_factor: f32,
+}
+
+/// An inpainting request: the source image and where to regenerate.
+pub struct Inpaint {
+    /// `[3, H, W]` in [−1, 1] (`x / 127.5 − 1`).
+    pub image: Vec<f32>,
+    /// `[H, W]`, binarised as diffusers does (`≥ 0.5` → 1 = regenerate, else 0 = keep).
+    pub mask: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Inpaint {
+    /// From encoded source image and mask (grey via PIL's `convert("L")`, / 255).
+    pub fn decode(image: &[u8], mask: &[u8]) -> Result<Inpaint> {
+        let img = Condition::decode(image, 3).context("cannot decode the source image")?;
+        let m = Condition::decode(mask, 1).context("cannot decode the mask")?;
+        if (img.width, img.height) != (m.width, m.height) {
+            bail!(
+                "the mask is {}x{}, the image {}x{}",
+                m.width,
+                m.height,
+                img.width,
+                img.height
+            );
+        }
+        Ok(Inpaint {
+            image: img.data.iter().map(|&x| x * 2.0 - 1.0).collect(),
+            mask: m
+                .data
+                .iter()
+                .map(|&x| if x >= 0.5 { 1.0 } else { 0.0 })
+                .collect(),
+            width: m.width,
+            height: m.height,
+        })
+    }
 }
 
 /// A generated image: `[3, H, W]` floats in [0, 1].
@@ -341,6 +380,7 @@ impl Pipeline {
             res_channels,
             vae,
             vae_in,
+            vae_enc: None,
             scheduler_config,
             scaling_factor,
             vae_scale,
@@ -381,6 +421,48 @@ impl Pipeline {
         Ok(a.iter().copied().collect())
     }
 
+    /// `vae_encoder(x).mean · scaling_factor` for `x` `[3, H, W]` in [−1, 1]. The output is
+    /// `latent_sample` (C channels) or `latent_parameters` (2C: mean, then log-variance).
+    fn encode_image(&mut self, x: &[f32], height: usize, width: usize) -> Result<Vec<f32>> {
+        if self.vae_enc.is_none() {
+            let p = self.dir.join("vae_encoder").join("model.onnx");
+            if !p.is_file() {
+                bail!(
+                    "--mask needs the pipeline's vae_encoder: {} is missing",
+                    p.display()
+                );
+            }
+            self.vae_enc = Some(Net::open("vae_encoder", &p, &RuntimeOptions::default())?);
+        }
+        let enc = self.vae_enc.as_mut().context("vae_encoder")?;
+        let name = enc.input(None)?.name.clone();
+        let t0 = Instant::now();
+        let out = enc.run_many(&[(&name, &[1, 3, height, width], Batch::F32(x))], &[0])?;
+        self.ort.vae += t0.elapsed();
+        let o = &out[0];
+        let (lc, lh, lw) = (
+            self.latent_channels,
+            height / self.vae_scale,
+            width / self.vae_scale,
+        );
+        let n = lc * lh * lw;
+        let v = o
+            .as_slice()
+            .context("vae_encoder: output is not contiguous")?;
+        if o.ndim() != 4
+            || o.shape()[2] != lh
+            || o.shape()[3] != lw
+            || (v.len() != n && v.len() != 2 * n)
+        {
+            bail!(
+                "vae_encoder: output shape {:?}, expected [1, {lc} or {}, {lh}, {lw}]",
+                o.shape(),
+                2 * lc
+            );
+        }
+        Ok(v[..n].iter().map(|&x| x * self.scaling_factor).collect())
+    }
+
     /// Generate one image. `conditions[k]` is adapter k's input; `noise` the initial latents
     /// `[1, C, H/8, W/8]` (flattened).
     #[allow(clippy::too_many_arguments)]
@@ -393,6 +475,7 @@ impl Pipeline {
         height: usize,
         width: usize,
         params: &SampleParams,
+        inpaint: Option<&Inpaint>,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<Generated> {
         let (lh, lw) = (height / self.vae_scale, width / self.vae_scale);
@@ -404,11 +487,45 @@ impl Pipeline {
                 noise.len()
             );
         }
-        if self.unet_in_channels != lc {
+        let native = self.unet_in_channels == 2 * lc + 1;
+        if self.unet_in_channels != lc && !native {
             bail!(
-                "unet: its sample input has {} channels (an inpainting UNet?); text-to-image needs {lc}; use --mask with a 9-channel UNet",
+                "unet: its sample input has {} channels; expected {lc} (text-to-image) or {} (inpainting)",
+                self.unet_in_channels,
+                2 * lc + 1
+            );
+        }
+        if native && inpaint.is_none() {
+            bail!(
+                "unet: a {}-channel inpainting UNet needs --mask (and the dataset's source image)",
                 self.unet_in_channels
             );
+        }
+        // Inpainting inputs: the mask at latent size (nearest: every vae_scale-th pixel, as
+        // torch's interpolate), the source latents (latent blending) or the masked-image
+        // latents (9-channel UNet).
+        let mut mask_lat = Vec::new();
+        let mut known = Vec::new();
+        if let Some(ip) = inpaint {
+            if ip.image.len() != 3 * height * width || ip.mask.len() != height * width {
+                bail!("--mask: the source image and mask must be {width}x{height}");
+            }
+            let s = self.vae_scale;
+            mask_lat = (0..lh * lw)
+                .map(|i| ip.mask[(i / lw) * s * width + (i % lw) * s])
+                .collect();
+            known = if native {
+                let hw = height * width;
+                let masked: Vec<f32> = ip
+                    .image
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| if ip.mask[i % hw] < 0.5 { x } else { 0.0 })
+                    .collect();
+                self.encode_image(&masked, height, width)?
+            } else {
+                self.encode_image(&ip.image, height, width)?
+            };
         }
         let cfg = params.guidance > 1.0;
         let b = if cfg { 2 } else { 1 };
@@ -429,8 +546,8 @@ impl Pipeline {
         let mut residuals: Option<Vec<Vec<f32>>> = None;
         let mut res_shapes: Vec<[usize; 4]> = Vec::new();
         if let Some(ch) = self.res_channels {
-            for k in 0..4 {
-                res_shapes.push([b, ch[k], lh >> k, lw >> k]);
+            for (k, &c) in ch.iter().enumerate() {
+                res_shapes.push([b, c, lh >> k, lw >> k]);
             }
         }
         let active: Vec<usize> = (0..adapters.len())
@@ -493,9 +610,21 @@ impl Pipeline {
         let init_sigma = sched.init_noise_sigma();
         let mut latents: Vec<f32> = noise.iter().map(|&x| x * init_sigma).collect();
         let n_apply = (timesteps.len() as f64 * params.adapter_conditioning_factor as f64) as usize;
-        let sample_shape = [b, lc, lh, lw];
+        let uc = self.unet_in_channels;
+        let un = uc * lh * lw;
+        let sample_shape = [b, uc, lh, lw];
         let emb_shape = [b, CONTEXT_LEN, d];
-        let mut input = vec![0f32; b * n];
+        let mut input = vec![0f32; b * un];
+        if native {
+            // [latents | mask | masked-image latents] per batch element; only the first part
+            // changes between steps.
+            let m = lh * lw;
+            for j in 0..b {
+                input[j * un + n..j * un + n + m].copy_from_slice(&mask_lat);
+                input[j * un + n + m..(j + 1) * un].copy_from_slice(&known);
+            }
+        }
+        let mut noised = vec![0f32; n];
         let mut guided = vec![0f32; n];
         let ts_shape: Vec<usize> = match self.timestep_layout {
             TimestepLayout::Scalar => vec![],
@@ -505,7 +634,7 @@ impl Pipeline {
         let ts_len = ts_shape.iter().product::<usize>();
         for (i, &t) in timesteps.iter().enumerate() {
             for j in 0..b {
-                input[j * n..(j + 1) * n].copy_from_slice(&latents);
+                input[j * un..j * un + n].copy_from_slice(&latents);
             }
             let tf = vec![t as f32; ts_len];
             let ti = vec![t; ts_len];
@@ -529,8 +658,8 @@ impl Pipeline {
                 "adapter_res_2",
                 "adapter_res_3",
             ];
-            for k in 0..res_shapes.len() {
-                feeds.push((NAMES[k], &res_shapes[k], Batch::F32(&res[k])));
+            for ((name, shape), r) in NAMES.iter().zip(&res_shapes).zip(res) {
+                feeds.push((name, shape, Batch::F32(r)));
             }
             let t0 = Instant::now();
             let out = self.unet.run_many(&feeds, &[self.unet_out])?;
@@ -552,6 +681,20 @@ impl Pipeline {
                 sched.step(&guided, &mut latents)?;
             } else {
                 sched.step(out, &mut latents)?;
+            }
+            if inpaint.is_some() && !native {
+                // Latent blending (diffusers' 4-channel inpainting): the known region is the
+                // source latents noised to the next timestep (clean after the last step).
+                let hw = lh * lw;
+                if let Some(&next) = timesteps.get(i + 1) {
+                    sched.add_noise(&known, noise, next, &mut noised);
+                } else {
+                    noised.copy_from_slice(&known);
+                }
+                for (k, l) in latents.iter_mut().enumerate() {
+                    let m = mask_lat[k % hw];
+                    *l = (1.0 - m) * noised[k] + m * *l;
+                }
             }
             on_step(i + 1);
         }

@@ -251,8 +251,14 @@ class Pipeline:
             out.append(np.zeros((b, c, h >> k, w >> k), dtype=np.float32))
         return out
 
+    def encode_image(self, x):
+        """vae_encoder(x).mean * scaling_factor (latent_sample, or the first half of
+        latent_parameters)."""
+        out = self.vae_enc.run(None, {self.vae_enc.get_inputs()[0].name: x.astype(np.float32)})[0]
+        return (out[:, :4] * self.scaling).astype(np.float32)
+
     def generate(self, prompt, noise, scheduler="ddim", steps=20, guidance=7.5, adapters=(),
-                 factor=1.0, features=None):
+                 factor=1.0, features=None, inpaint=None):
         """adapters: [(onnx session, weight, condition float array 1xCxHxW)]; features:
         precomputed summed adapter features (overrides adapters)."""
         sch = SCHEDULERS[scheduler](self.sched_cfg, steps)
@@ -272,15 +278,33 @@ class Pipeline:
             res = None
         zero = self.zero_res(b, h, w) if "adapter_res_0" in self.unet_inputs else [None] * 4
         latents = noise.astype(np.float32) * 1.0
+        native = self.unet_inputs["sample"].shape[1] == 9
+        if inpaint is not None:
+            # diffusers StableDiffusionInpaintPipeline (strength 1): mask resized by nearest,
+            # 9-channel UNet: [latents, mask, masked-image latents]; else latent blending.
+            img, mask = inpaint
+            mask_lat = mask[::8, ::8][None, None].astype(np.float32)
+            if native:
+                known = self.encode_image(img * (mask < 0.5))
+            else:
+                known = self.encode_image(img)
         n_apply = int(len(sch.timesteps) * factor)
         for i, t in enumerate(sch.timesteps):
-            inp = np.concatenate([latents] * b, axis=0)
+            inp = latents
+            if native:
+                inp = np.concatenate([latents, mask_lat, known], axis=1)
+            inp = np.concatenate([inp] * b, axis=0)
             r = res if (res is not None and i < n_apply) else zero
             out = self.unet_call(inp, int(t), emb, r)
             if cfg:
                 u, c = out[0:1], out[1:2]
                 out = u + guidance * (c - u)
             latents = sch.step(out, latents)
+            if inpaint is not None and not native:
+                proper = known
+                if i < len(sch.timesteps) - 1:
+                    proper = sch.add_noise(known, noise, sch.timesteps[i + 1])
+                latents = ((1 - mask_lat) * proper + mask_lat * latents).astype(np.float32)
         img = self.vae.run(None, {self.vae.get_inputs()[0].name: (latents / self.scaling).astype(np.float32)})[0]
         return np.clip(img / 2 + 0.5, 0, 1)[0]
 
@@ -351,8 +375,17 @@ def check_prep(a):
             cond = sum(w * c for _, w, c in adapters)
             adapters = [(adapters[0][0], 1.0, cond.astype(np.float32))]
         noise = np.load(os.path.join(gen, "noise", file_stem(row["key"]) + ".npy"))
+        inpaint = None
+        if manifest.get("mask"):
+            m = manifest["mask"]
+            mask_src = (os.path.join(m, file_stem(row["key"]) + ".png") if os.path.isdir(m)
+                        else src[m]["bytes"])
+            img = load_condition(src["image"]["bytes"], 3)[0:1] * 2 - 1
+            mask = load_condition(mask_src, 1)[0, 0]
+            inpaint = (img.astype(np.float32), (mask >= 0.5).astype(np.float32))
         ref = pipe.generate(row["prompt"], noise, manifest["scheduler"], manifest["steps"],
-                            manifest["guidance"], adapters, manifest["adapter_conditioning_factor"])
+                            manifest["guidance"], adapters, manifest["adapter_conditioning_factor"],
+                            inpaint=inpaint)
         got = np.load(os.path.join(gen, "pixels", file_stem(row["key"]) + ".npy"))
         d = float(np.abs(got - ref).max())
         worst = max(worst, d)
