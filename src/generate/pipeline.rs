@@ -187,6 +187,7 @@ pub struct Pipeline {
     vae_in: String,
     /// `vae_encoder/model.onnx`, opened on first use (inpainting).
     vae_enc: Option<Net>,
+    opts: RuntimeOptions,
     pub scheduler_config: SchedulerConfig,
     pub scaling_factor: f32,
     /// Image pixels per latent pixel (8 for SD).
@@ -381,6 +382,7 @@ impl Pipeline {
             vae,
             vae_in,
             vae_enc: None,
+            opts: *opts,
             scheduler_config,
             scaling_factor,
             vae_scale,
@@ -432,7 +434,7 @@ impl Pipeline {
                     p.display()
                 );
             }
-            self.vae_enc = Some(Net::open("vae_encoder", &p, &RuntimeOptions::default())?);
+            self.vae_enc = Some(Net::open("vae_encoder", &p, &self.opts)?);
         }
         let enc = self.vae_enc.as_mut().context("vae_encoder")?;
         let name = enc.input(None)?.name.clone();
