@@ -488,6 +488,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     let mut images = 0usize;
     let mut generate_time = Duration::ZERO;
     for (i, row) in rows.iter().enumerate() {
+        let t0 = Instant::now();
         let mut conds = Vec::new();
         for (a, bytes) in adapters.iter().zip(&row.conditions) {
             let b = bytes.as_ref().with_context(|| {
@@ -559,7 +560,6 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             }
         };
         bar_steps.reset();
-        let t0 = Instant::now();
         let img = pipe.generate(
             &row.text,
             &mut adapters,
