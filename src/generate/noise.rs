@@ -42,15 +42,24 @@ pub struct InitNoise {
 }
 
 pub fn read_init_noise(path: &Path) -> Result<InitNoise> {
-    let f = std::fs::File::open(path)
-        .with_context(|| format!("--init-noise {}: cannot open", path.display()))?;
-    let arr: ndarray::ArrayD<f32> = ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(f))
-        .with_context(|| {
-            format!(
-                "--init-noise {}: not a float32 .npy array (save it with np.save(path, x.astype(np.float32)))",
-                path.display()
-            )
-        })?;
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("--init-noise {}: cannot open", path.display()))
+    };
+    let arr: ndarray::ArrayD<f32> = match ndarray_npy::ReadNpyExt::read_npy(open()?) {
+        Ok(a) => a,
+        Err(_) => {
+            let a: ndarray::ArrayD<f64> = ndarray_npy::ReadNpyExt::read_npy(open()?)
+                .with_context(|| {
+                    format!(
+                        "--init-noise {}: not a float32/float64 .npy array (save it with np.save(path, x.astype(np.float32)))",
+                        path.display()
+                    )
+                })?;
+            a.mapv(|x| x as f32)
+        }
+    };
     let mut shape = arr.shape().to_vec();
     if shape.len() == 3 {
         shape.insert(0, 1);
