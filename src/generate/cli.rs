@@ -18,7 +18,7 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Stable Diffusion pipeline directory (README \"prep generate\": text_encoder/, unet/,
+    /// Stable Diffusion pipeline directory (README "prep generate": text_encoder/, unet/,
     /// vae_decoder/, tokenizer/, scheduler/).
     #[arg(long)]
     pub pipeline: PathBuf,
@@ -34,6 +34,7 @@ pub struct GenerateArgs {
     /// [default: each adapter.toml's `condition`].
     #[arg(long = "condition")]
     pub conditions: Vec<String>,
+    /// Denoising steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Classifier-free guidance scale; ≤ 1 runs the conditional branch only.
