@@ -69,6 +69,9 @@ pub enum Command {
     /// Evaluate generated images: statistics, FID, KID, CMMD, CLIP score, PRDC, FID∞.
     #[command(subcommand, after_help = EVAL_EXAMPLES)]
     Eval(EvalCommand),
+    /// Generate images with Stable Diffusion + T2I-Adapters (ONNX) over a built dataset.
+    #[command(after_help = crate::generate::cli::EXAMPLES)]
+    Generate(crate::generate::cli::GenerateArgs),
 }
 
 const BUILD_EXAMPLES: &str = "\

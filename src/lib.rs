@@ -10,6 +10,7 @@ pub mod cvops;
 pub mod error;
 pub mod eval;
 pub mod fetch;
+pub mod generate;
 pub mod imaging;
 pub mod inspect;
 pub mod load;

@@ -98,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Models(args) => prep::models_cmd::run(args),
         Command::Eval(cmd) => prep::eval::run(cmd),
+        Command::Generate(args) => prep::generate::cli::run(&args),
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {

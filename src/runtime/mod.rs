@@ -136,6 +136,7 @@ pub enum ElemType {
     F32,
     I32,
     U8,
+    I64,
     Other,
 }
 
@@ -154,6 +155,7 @@ fn port_info(name: &str, t: &ValueType) -> PortInfo {
                 TensorElementType::Float32 => ElemType::F32,
                 TensorElementType::Int32 => ElemType::I32,
                 TensorElementType::Uint8 => ElemType::U8,
+                TensorElementType::Int64 => ElemType::I64,
                 _ => ElemType::Other,
             },
             shape.iter().copied().collect(),
@@ -171,6 +173,7 @@ fn port_info(name: &str, t: &ValueType) -> PortInfo {
 pub enum Batch<'a> {
     F32(&'a [f32]),
     I32(&'a [i32]),
+    I64(&'a [i64]),
 }
 
 /// One ONNX Runtime session for one model file, with its I/O description.
@@ -311,11 +314,57 @@ impl Net {
                     .run(ort::inputs![input => t])
                     .map_err(|e| fail(&e))?
             }
+            Batch::I64(d) => {
+                let t = TensorRef::from_array_view((shape_v, d)).map_err(|e| fail(&e))?;
+                self.session
+                    .run(ort::inputs![input => t])
+                    .map_err(|e| fail(&e))?
+            }
         };
         let mut res = Vec::with_capacity(outputs.len());
         for &i in outputs {
             let v = &out[i];
             let arr = v
+                .try_extract_array::<f32>()
+                .map_err(|e| fail(&format!("output {i} is not a float32 tensor: {e}")))?;
+            res.push(arr.to_owned());
+        }
+        Ok(res)
+    }
+
+    /// Run with several named inputs (`(name, shape, data)`) and return the selected
+    /// outputs as f32 arrays.
+    pub fn run_many(
+        &mut self,
+        inputs: &[(&str, &[usize], Batch<'_>)],
+        outputs: &[usize],
+    ) -> Result<Vec<ArrayD<f32>>> {
+        let name = self.name.clone();
+        let fail = |e: &dyn std::fmt::Display| anyhow!("model {name}: inference failed: {e}");
+        let mut feeds: Vec<(String, ort::session::SessionInputValue<'_>)> =
+            Vec::with_capacity(inputs.len());
+        for (n, shape, data) in inputs {
+            let shape_v: Vec<usize> = shape.to_vec();
+            let bad = |e: &dyn std::fmt::Display| {
+                anyhow!("model {name}: input {n:?} of shape {shape:?}: {e}")
+            };
+            let v: ort::session::SessionInputValue<'_> = match data {
+                Batch::F32(d) => TensorRef::from_array_view((shape_v, *d))
+                    .map_err(|e| bad(&e))?
+                    .into(),
+                Batch::I32(d) => TensorRef::from_array_view((shape_v, *d))
+                    .map_err(|e| bad(&e))?
+                    .into(),
+                Batch::I64(d) => TensorRef::from_array_view((shape_v, *d))
+                    .map_err(|e| bad(&e))?
+                    .into(),
+            };
+            feeds.push((n.to_string(), v));
+        }
+        let out = self.session.run(feeds).map_err(|e| fail(&e))?;
+        let mut res = Vec::with_capacity(outputs.len());
+        for &i in outputs {
+            let arr = out[i]
                 .try_extract_array::<f32>()
                 .map_err(|e| fail(&format!("output {i} is not a float32 tensor: {e}")))?;
             res.push(arr.to_owned());
