@@ -471,9 +471,39 @@ pub enum EvalCommand {
     Run(EvalRunArgs),
     /// Extract features from images with a feature model.
     Features(EvalFeaturesArgs),
+    /// CLIP text embeddings of prompts (for the CLIP score's --gen-text).
+    Text(EvalTextArgs),
     /// Controllability: re-extract a condition from generated images and compare it with
     /// the input condition (depth RMSE, edge F1/SSIM/PSNR, seg mIoU, pose OKS AP).
     Control(EvalControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalTextArgs {
+    /// Prompts: a text file (one per line), or PARQUET|DIR[:COLUMN] (default column `text`,
+    /// else `prompt`: a `prep build` or `prep generate` output).
+    #[arg(long, value_name = "FILE|PARQUET[:COLUMN]")]
+    pub prompts: PathBuf,
+    /// Text model (e.g. clip-vit-l14-text, or one added --like clip-vit-l14-text).
+    #[arg(long, value_name = "NAME")]
+    pub model: String,
+    /// Use this ONNX file for --model (still checked against the entry's sha256 pin).
+    #[arg(long, value_name = "PATH")]
+    pub model_file: Option<PathBuf>,
+    /// CLIP tokenizer directory (vocab.json + merges.txt; default: beside the cached model).
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::runtime::Device,
+    /// Output .npy (N × d, float32).
+    #[arg(long, value_name = "T.npy")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -68,15 +68,22 @@ pub fn run(args: ModelsArgs) -> Result<()> {
     match args.command {
         ModelsCommand::List => {
             println!(
-                "{:<22} {:<16} {:<10} {:<8} {:<7} sha256",
+                "{:<22} {:<16} {:<14} {:<8} {:<7} sha256",
                 "name", "conditions", "decoder", "origin", "cached"
             );
             for (name, (e, origin)) in &reg.entries {
                 println!(
-                    "{:<22} {:<16} {:<10} {:<8} {:<7} {}",
+                    "{:<22} {:<16} {:<14} {:<8} {:<7} {}",
                     name,
-                    e.conditions.join(","),
-                    format!("{:?}", e.output.decoder).to_lowercase(),
+                    if e.conditions.is_empty() {
+                        "(eval)".to_string()
+                    } else {
+                        e.conditions.join(",")
+                    },
+                    serde_json::to_value(e.output.decoder)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
                     match origin {
                         Origin::Builtin => "builtin",
                         Origin::User => "user",
@@ -152,8 +159,19 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             }
             let entry = models::add(&reg, &name, &file, &like)?;
             // Check now that ONNX Runtime loads it and its input fits the spec.
-            let check =
-                LoadedModel::open(&entry, reg.cached_file(&name), &RuntimeOptions::default());
+            let check = match &entry.text {
+                // A text model: the session opens and has the token-ids input.
+                Some(t) => crate::runtime::Net::open(
+                    &entry.name,
+                    &reg.cached_file(&name),
+                    &RuntimeOptions::default(),
+                )
+                .and_then(|net| net.input(t.input_ids.as_deref()).map(|_| ())),
+                None => {
+                    LoadedModel::open(&entry, reg.cached_file(&name), &RuntimeOptions::default())
+                        .map(|_| ())
+                }
+            };
             if let Err(e) = check {
                 let _ =
                     std::fs::remove_file(reg.cache.join("registry").join(format!("{name}.toml")));

@@ -530,3 +530,80 @@ fn feature_commands_explain_bad_input() {
     ));
     assert!(e.contains("fixed-size"), "{e}");
 }
+
+#[test]
+fn text_tower_gets_clip_token_ids_and_the_attention_mask() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    add(&cache, "textfx", "text_fx.onnx", "clip-vit-l14-text");
+    let tok =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generate/pipeline/tokenizer");
+    let prompts = ["a photo of a cat", "", &"a cat ".repeat(60)];
+    let pf = t.path().join("prompts.txt");
+    std::fs::write(&pf, prompts.join("\n")).unwrap();
+    let out = t.path().join("t.npy");
+    ok(prep_in(
+        &cache,
+        &[
+            "eval",
+            "text",
+            "--prompts",
+            pf.to_str().unwrap(),
+            "--model",
+            "textfx",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--batch-size",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let f = read_npy(&out);
+    assert_eq!(f.dim(), (3, 9));
+    let tk = prep::tokenize::ClipTokenizer::from_dir(&tok).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let ids = tk.encode(p).unwrap();
+        for k in 0..8 {
+            assert_eq!(f[(i, k)], ids[k] as f32, "prompt {i} token {k}");
+        }
+        let end = ids.iter().position(|&v| v == 49407).unwrap();
+        assert_eq!(f[(i, 8)], (end + 1) as f32, "prompt {i}: attended tokens");
+    }
+    assert_eq!(f[(0, 0)], 49406.0);
+    assert_eq!((f[(1, 1)], f[(1, 8)]), (49407.0, 2.0)); // empty prompt: bos, eos
+    assert_eq!(f[(2, 8)], 77.0); // truncated: the end token is kept in the last slot
+                                 // Without a tokenizer the error says where to put one.
+    let e = err(prep_in(
+        &cache,
+        &[
+            "eval",
+            "text",
+            "--prompts",
+            pf.to_str().unwrap(),
+            "--model",
+            "textfx",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(e.contains("--tokenizer"), "{e}");
+    // An image model is not a text model.
+    add(&cache, "incfx", "inception_fx.onnx", "inception");
+    let e = err(prep_in(
+        &cache,
+        &[
+            "eval",
+            "text",
+            "--prompts",
+            pf.to_str().unwrap(),
+            "--model",
+            "incfx",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(e.contains("not a text model"), "{e}");
+}

@@ -633,7 +633,7 @@ impl ModelSet {
                     persons = Some(found);
                     crate::imaging::encode::encode_png(img.as_raw(), w, h, 3)?
                 }
-                (DecoderKind::Features, kind) => {
+                (DecoderKind::Features | DecoderKind::TextFeatures, kind) => {
                     // `choose_models` only accepts models that serve the condition, and
                     // feature models serve none.
                     return Err(RowFailure::new(

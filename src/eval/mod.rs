@@ -19,6 +19,7 @@ pub mod io;
 pub mod onnx_features;
 pub mod preprocess;
 pub mod run;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -181,6 +182,42 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Features(a) => features(&a),
+        EvalCommand::Text(a) => {
+            let reg = crate::models::Registry::load()?;
+            let entry = reg.get(&a.model)?;
+            let path = a
+                .model_file
+                .clone()
+                .unwrap_or_else(|| reg.cached_file(&a.model));
+            let cache_dir = reg.cached_file(&a.model);
+            let cache_dir = cache_dir.parent().unwrap_or(Path::new("."));
+            let opts = RuntimeOptions {
+                threads: a.threads,
+                device: a.device,
+            };
+            let mut enc =
+                text::TextEncoder::open(entry, &path, a.tokenizer.as_deref(), cache_dir, &opts)?;
+            let prompts = text::read_prompts(&a.prompts)?;
+            if prompts.is_empty() {
+                bail!("{}: no prompts", a.prompts.display());
+            }
+            let x = enc.encode(&prompts, a.batch_size)?;
+            io::write_features(&a.out, &x, io::Dtype::F32)?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"out": a.out, "n": x.nrows(), "d": x.ncols(), "model": a.model})
+                );
+            } else {
+                eprintln!(
+                    "wrote {} ({} prompts × {})",
+                    a.out.display(),
+                    x.nrows(),
+                    x.ncols()
+                );
+            }
+            Ok(())
+        }
         EvalCommand::Control(a) => {
             let r = control::run(&a)?;
             if a.json {

@@ -303,29 +303,35 @@ pub fn prepare(spec: &InputSpec, img: &RgbImage) -> Result<(Vec<f32>, (usize, us
     Ok((out, (ph, pw)))
 }
 
+/// pytorch-fid's Inception input for one image at `size`² (CHW, in [−1, 1]): [`prepare`]
+/// with the `inception` entry's spec.
+pub fn pytorch_fid(img: &RgbImage, size: u32) -> Vec<f32> {
+    let spec = InputSpec {
+        name: None,
+        layout: Layout::Nchw,
+        channels: ChannelOrder::Rgb,
+        dtype: DType::F32,
+        size: SizePolicy::Fixed {
+            width: size,
+            height: size,
+        },
+        resample: Resample::TorchBilinear,
+        divide: 127.5,
+        mean: [1.0; 3],
+        std: [1.0; 3],
+        pad_value: 0.0,
+    };
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 || size == 0 {
+        return Vec::new();
+    }
+    // The spec is valid and the image non-empty, so `prepare` cannot fail.
+    prepare(&spec, img).map(|(v, _)| v).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// pytorch-fid's input at `size`² through [`prepare`] (the inception entry's spec).
-    fn pytorch_fid(img: &RgbImage, size: u32) -> Vec<f32> {
-        let spec = InputSpec {
-            name: None,
-            layout: Layout::Nchw,
-            channels: ChannelOrder::Rgb,
-            dtype: DType::F32,
-            size: SizePolicy::Fixed {
-                width: size,
-                height: size,
-            },
-            resample: Resample::TorchBilinear,
-            divide: 127.5,
-            mean: [1.0; 3],
-            std: [1.0; 3],
-            pad_value: 0.0,
-        };
-        prepare(&spec, img).unwrap().0
-    }
 
     #[test]
     fn pil_bicubic_of_a_uniform_image_is_uniform_and_short_side_is_torchvision() {

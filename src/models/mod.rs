@@ -59,6 +59,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "dinov2-vitl14.toml",
         include_str!("../../manifests/models/dinov2-vitl14.toml"),
     ),
+    (
+        "clip-vit-l14-text.toml",
+        include_str!("../../manifests/models/clip-vit-l14-text.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +175,46 @@ pub struct InputSpec {
     pub pad_value: f32,
 }
 
+impl Default for InputSpec {
+    /// What a text model's entry (no `[input]` table) carries: never applied to images.
+    fn default() -> Self {
+        InputSpec {
+            name: None,
+            layout: Layout::Nchw,
+            channels: ChannelOrder::Rgb,
+            dtype: DType::F32,
+            size: SizePolicy::Any,
+            resample: Resample::CvCubic,
+            divide: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad_value: 0.0,
+        }
+    }
+}
+
+/// A text model's input: CLIP token ids (`[N, context_length]`), and an attention mask
+/// when the model has one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSpec {
+    /// Token ids input (default: the model's first input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_ids: Option<String>,
+    /// Attention-mask input, fed (1 up to the end token, 0 after) when the model has it.
+    #[serde(default = "attention_mask")]
+    pub attention_mask: String,
+    #[serde(default = "context_length")]
+    pub context_length: usize,
+}
+
+fn attention_mask() -> String {
+    "attention_mask".into()
+}
+fn context_length() -> usize {
+    77
+}
+
 fn one() -> f32 {
     1.0
 }
@@ -182,7 +226,7 @@ fn ones() -> [f32; 3] {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum DecoderKind {
     /// Edge probability map in [0,1] (HED, PiDiNet): `hed` soft map, `sketch` thresholded.
     Edge,
@@ -193,6 +237,8 @@ pub enum DecoderKind {
     /// One feature vector per image (`[N, d]`, or `[N, d, 1, 1]` pooled maps): Inception
     /// pool3, CLIP image embeddings, DINOv2 — the inputs of `prep eval`.
     Features,
+    /// One embedding per prompt (CLIP text tower `text_embeds`), from `[text]` token ids.
+    TextFeatures,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,7 +278,12 @@ pub struct ModelEntry {
     /// Conditions this model is the default model of (and `--like CONDITION` copies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub default_for: Vec<String>,
+    /// Image input contract (absent for text models).
+    #[serde(default)]
     pub input: InputSpec,
+    /// Text input contract (text models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
     pub output: OutputSpec,
 }
 
@@ -280,15 +331,27 @@ impl ModelEntry {
                 );
             }
         }
-        if self.output.decoder == DecoderKind::Features && !self.conditions.is_empty() {
+        if (self.output.decoder == DecoderKind::TextFeatures) != self.text.is_some() {
+            bail!(
+                "model {}: a text model has decoder \"text-features\" and a [text] table, and only a text model has them",
+                self.name
+            );
+        }
+        if matches!(
+            self.output.decoder,
+            DecoderKind::Features | DecoderKind::TextFeatures
+        ) && !self.conditions.is_empty()
+        {
             bail!(
                 "model {}: a feature model (decoder \"features\") computes no condition; remove `conditions`",
                 self.name
             );
         }
-        if self.output.decoder != DecoderKind::Features
-            && (matches!(self.input.size, SizePolicy::ShortSide { .. })
-                || self.input.resample != Resample::CvCubic)
+        if !matches!(
+            self.output.decoder,
+            DecoderKind::Features | DecoderKind::TextFeatures
+        ) && (matches!(self.input.size, SizePolicy::ShortSide { .. })
+            || self.input.resample != Resample::CvCubic)
         {
             bail!(
                 "model {}: size policy \"short-side\" and resample filters other than \"cv-cubic\" are for feature models (decoder \"features\")",
