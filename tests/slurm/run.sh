@@ -44,6 +44,7 @@ runuser -u munge -- munged --key-file="$W/munge/munge.key" \
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NODE=$(hostname)
 CPUS=$(nproc)
+MEM_MB=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)
 mkdir -p "$W/state" "$W/spool" "$W/logs"
 cat > "$W/slurm.conf" <<CONF
 ClusterName=preptest
@@ -71,7 +72,7 @@ JobCompLoc=$W/jobcomp.txt
 SchedulerParameters=bf_interval=1
 ReturnToService=2
 MpiDefault=none
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF="$W/slurm.conf"
@@ -106,7 +107,7 @@ echo "== single-process reference build"
 
 LAUNCHER=pipelines/slurm/build-array.sbatch
 submit() { # ARRAY-SPEC -> job id
-    sbatch --parsable --array="$1" --cpus-per-task=1 --output="$W/logs/%A_%a.out" \
+    sbatch --parsable --array="$1" --cpus-per-task=1 --mem=500M --output="$W/logs/%A_%a.out" \
         --export=ALL,PREP_BIN="$PREP",PREP_SHARDS=4,PREP_CACHE="$W/cache" \
         "$LAUNCHER" "${FLAGS[@]}" --out "$W/array"
 }
