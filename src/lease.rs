@@ -23,6 +23,23 @@ use serde::{Deserialize, Serialize};
 use crate::sink::remote::{hostname, PutOutcome};
 use crate::sink::{Created, OutStore};
 
+/// This process's worker name, `host/pid/start-nanos`: stable across `--shard auto`
+/// passes, unique across restarts of the same pid.
+pub fn worker_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        format!(
+            "{}/{}/{}",
+            hostname(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() % 1_000_000_000_000)
+                .unwrap_or(0)
+        )
+    })
+}
+
 pub fn claim_rel(shard: usize) -> String {
     format!("claims/part-{shard:05}")
 }
@@ -90,15 +107,12 @@ pub struct Leases {
 
 impl Leases {
     pub fn new(store: OutStore, duration: Duration) -> Arc<Self> {
+        Self::named(store, duration, worker_id().to_string())
+    }
+
+    /// Leases under an explicit owner name (tests run several "workers" in one process).
+    pub fn named(store: OutStore, duration: Duration, owner: String) -> Arc<Self> {
         let host = hostname();
-        let owner = format!(
-            "{host}/{}/{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() % 1_000_000_000_000)
-                .unwrap_or(0)
-        );
         let l = Arc::new(Leases {
             store,
             owner,
@@ -406,8 +420,8 @@ mod tests {
     fn local_claims_exclude_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let store = OutStore::new(dir.path());
-        let a = Leases::new(store.clone(), Duration::from_millis(400));
-        let b = Leases::new(store.clone(), Duration::from_millis(400));
+        let a = Leases::named(store.clone(), Duration::from_millis(400), "a".into());
+        let b = Leases::named(store.clone(), Duration::from_millis(400), "b".into());
         assert!(matches!(
             a.claim(3).unwrap(),
             ClaimResult::Claimed {

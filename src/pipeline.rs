@@ -349,7 +349,7 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let leases = coordinated.then(|| crate::lease::Leases::new(store.clone(), opts.lease));
     let worker = match &leases {
         Some(l) => l.owner().to_string(),
-        None => format!("{}/{}", sink::remote::hostname(), std::process::id()),
+        None => crate::lease::worker_id().to_string(),
     };
     let sink = ParquetSink::new(
         store.clone(),
@@ -639,6 +639,14 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         }
     } else {
         manifest::write_if_changed(&store, m)?;
+    }
+    if let Some(r) = store.remote() {
+        eprintln!(
+            "object store {}: {} for {} shard(s) built",
+            r.url(""),
+            r.requests().describe(),
+            built.len()
+        );
     }
     let mut run_failed = BTreeMap::new();
     let mut run_rows = 0;

@@ -11,6 +11,7 @@
 //! blocks on it, so any stage thread can call it (never from inside another runtime).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,8 +55,55 @@ pub enum PutOutcome {
     Conflict,
 }
 
+/// Requests this process sent, by kind (logical operations; the crate's internal
+/// retries of a throttled request are not counted again).
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub put: AtomicU64,
+    pub multipart_parts: AtomicU64,
+    pub get: AtomicU64,
+    pub head: AtomicU64,
+    pub list: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        [
+            &self.put,
+            &self.multipart_parts,
+            &self.get,
+            &self.head,
+            &self.list,
+            &self.delete,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+
+    pub fn describe(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{} requests: PUT {}, multipart parts {}, GET {}, HEAD {}, LIST {}, DELETE {}",
+            self.total(),
+            g(&self.put),
+            g(&self.multipart_parts),
+            g(&self.get),
+            g(&self.head),
+            g(&self.list),
+            g(&self.delete)
+        )
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
+    counts: RequestCounts,
     prefix: ObjPath,
     url: String,
     rt: tokio::runtime::Runtime,
@@ -164,6 +212,7 @@ impl Remote {
             .context("cannot start the object-store runtime")?;
         let mut r = Remote {
             store,
+            counts: RequestCounts::default(),
             prefix,
             url: url.trim_end_matches('/').to_string(),
             rt,
@@ -231,6 +280,10 @@ impl Remote {
         self.conditional
     }
 
+    pub fn requests(&self) -> &RequestCounts {
+        &self.counts
+    }
+
     fn key(&self, rel: &str) -> ObjPath {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
@@ -242,6 +295,7 @@ impl Remote {
     /// Size and version of `rel`, `None` when absent.
     pub fn head(&self, rel: &str) -> Result<Option<(u64, UpdateVersion)>> {
         let key = self.key(rel);
+        bump(&self.counts.head);
         match self.rt.block_on(self.store.head(&key)) {
             Ok(m) => Ok(Some((
                 m.size,
@@ -258,6 +312,7 @@ impl Remote {
     /// Contents and version of `rel`, `None` when absent.
     pub fn get(&self, rel: &str) -> Result<Option<(Vec<u8>, UpdateVersion)>> {
         let key = self.key(rel);
+        bump(&self.counts.get);
         let r = self.rt.block_on(async {
             let g = self.store.get(&key).await?;
             let v = UpdateVersion {
@@ -280,6 +335,7 @@ impl Remote {
             mode,
             ..Default::default()
         };
+        bump(&self.counts.put);
         match self
             .rt
             .block_on(self.store.put_opts(&key, PutPayload::from(bytes), opts))
@@ -321,6 +377,8 @@ impl Remote {
         self.rt
             .block_on(async {
                 use std::io::Read;
+                bump(&self.counts.put); // create + complete are two more requests
+                bump(&self.counts.put);
                 let upload = self.store.put_multipart(&key).await?;
                 let mut w = WriteMultipart::new_with_chunk_size(upload, part);
                 let mut f =
@@ -339,6 +397,7 @@ impl Remote {
                     }
                     w.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
                     w.write(&buf[..n]);
+                    bump(&self.counts.multipart_parts);
                 }
                 w.finish().await
             })
@@ -354,6 +413,7 @@ impl Remote {
 
     pub fn delete(&self, rel: &str) -> Result<()> {
         let key = self.key(rel);
+        bump(&self.counts.delete);
         match self.rt.block_on(self.store.delete(&key)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot delete {}", self.url(rel))),
@@ -364,6 +424,7 @@ impl Remote {
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
         use futures_util::TryStreamExt;
         let key = self.key(dir);
+        bump(&self.counts.list);
         let metas: Vec<object_store::ObjectMeta> = self
             .rt
             .block_on(self.store.list(Some(&key)).try_collect())

@@ -39,6 +39,26 @@ impl Drop for Staging {
     }
 }
 
+/// Remove staging directories of processes that no longer run (killed workers).
+fn clear_dead_staging() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("prep-staging-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Outcome of [`OutStore::put_create`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -70,6 +90,7 @@ impl OutStore {
             return Ok(Self::new(out));
         }
         let remote = Remote::open(&s, opts)?;
+        clear_dead_staging();
         let dir = std::env::temp_dir().join(format!(
             "prep-staging-{}-{}",
             std::process::id(),

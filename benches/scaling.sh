@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Per-image costs behind docs/SCALING.md (a benchmark, not a test). On N photos of
+# 800×600 (about LAION's median size), 512 px output, JPEG:
+#   decode → resize → encode → Parquet                      (prep build, no condition)
+#   the same + canny,color                                  (prep build)
+#   each condition model alone on ready tensors             (prep models bench: the depth
+#       fixture of ~5.3 GFLOPs, and the real HED / MoveNet when ../shared/models has them)
+#   object-store requests per shard                         (prep build --out s3:// against
+#       moto_server on loopback, counted by prep itself)
+# Prints images/s and core-milliseconds per image (threads × 1000 / images/s).
+# Usage: benches/scaling.sh [N_IMAGES=200] [THREADS=all] [PREP=target/release/prep]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-200}; T=${2:-$(nproc)}; P=${3:-target/release/prep}
+if [ ! -x "$P" ]; then cargo build --release --quiet; P=target/release/prep; fi
+P=$(readlink -f "$P")
+MODELS=${PREP_REAL_MODELS:-../shared/models}
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; true' EXIT
+export PREP_CACHE="$tmp/cache"
+python3 - "$tmp/photos" "$N" <<'PY'
+import os, sys, numpy as np
+from PIL import Image
+out, n = sys.argv[1], int(sys.argv[2]); os.makedirs(out)
+rng = np.random.default_rng(0)
+for i in range(n):
+    h, w = 600, 800
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([(x * 255 // w), (y * 255 // h), ((x // 29 + y // 31 + i) % 7) * 36], -1)
+    img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(f"{out}/p{i:04d}.jpg", quality=90)
+    open(f"{out}/p{i:04d}.txt", "w").write(f"photo {i}")
+PY
+rate() { python3 -c "import sys; print(f'{$N / ($2 - $1):.2f}')"; }
+report() { # NAME IMAGES_PER_S
+    python3 -c "import sys; n,r,t=sys.argv[1],float(sys.argv[2]),int(sys.argv[3]); print(f'{n:<44} {r:9.2f} images/s {t*1000/r:10.1f} core-ms/image')" "$1" "$2" "$T"
+}
+build() { # OUT ARGS...
+    local out=$1; shift
+    local t0 t1; t0=$(date +%s.%N)
+    "$P" build --source folder --input "$tmp/photos" --resolution 512 --image-format jpeg \
+        --threads "$T" --shard-size 100 --quiet --out "$out" "$@" 2> "$tmp/build.log"
+    t1=$(date +%s.%N)
+    rate "$t0" "$t1"
+}
+echo "N=$N photos 800x600, 512 px output, --threads $T, $(nproc) cores, prep $("$P" --version)"
+report "decode+resize+encode+parquet" "$(build "$tmp/o1")"
+report "  + canny,color" "$(build "$tmp/o2" --condition canny,color)"
+python3 tests/fixtures/models/make_models.py --bench "$tmp/bench_depth.onnx" >/dev/null
+"$P" models add bench-depth --file "$tmp/bench_depth.onnx" --like depth 2>/dev/null
+bench() { "$P" models bench "$@" --threads "$T" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])'; }
+report "depth fixture model alone (5.3 GFLOPs, b4)" "$(bench bench-depth --size 512 --batch-size 4 --images 32)"
+if [ -f "$MODELS/hed_bsds500.onnx" ]; then
+    report "HED (VGG16) alone at 512 (b1)" "$(bench hed --file "$MODELS/hed_bsds500.onnx" --size 512 --batch-size 1 --images 6)"
+fi
+if [ -f "$MODELS/movenet-lightning.onnx" ]; then
+    report "MoveNet lightning alone (192, b1)" "$(bench movenet-lightning --file "$MODELS/movenet-lightning.onnx" --size 512 --batch-size 1 --images 64)"
+fi
+if command -v moto_server >/dev/null; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 & MOTO=$!
+    for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$port))" 2>/dev/null && break; sleep 0.1; done
+    python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$port/bench', method='PUT'))"
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+    r=$(build s3://bench/run --condition canny,color --s3-endpoint "http://127.0.0.1:$port")
+    report "  + canny,color to s3:// (moto, loopback)" "$r"
+    grep "object store" "$tmp/build.log"
+fi
