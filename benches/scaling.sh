@@ -9,6 +9,7 @@
 #       moto_server on loopback, counted by prep itself)
 # Prints images/s and core-milliseconds per image (threads × 1000 / images/s).
 # Usage: benches/scaling.sh [N_IMAGES=200] [THREADS=all] [PREP=target/release/prep]
+# PHOTOS=DIR and DEPTH_MODEL=F.onnx reuse prepared inputs (a machine without Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}; T=${2:-$(nproc)}; P=${3:-target/release/prep}
@@ -17,7 +18,10 @@ P=$(readlink -f "$P")
 MODELS=${PREP_REAL_MODELS:-../shared/models}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; true' EXIT
 export PREP_CACHE="$tmp/cache"
-python3 - "$tmp/photos" "$N" <<'PY'
+if [ -n "${PHOTOS:-}" ]; then
+    mkdir -p "$tmp/photos"; cp "$PHOTOS"/* "$tmp/photos/"
+    N=$(ls "$tmp/photos"/*.jpg | wc -l)
+else python3 - "$tmp/photos" "$N" <<'PY'
 import os, sys, numpy as np
 from PIL import Image
 out, n = sys.argv[1], int(sys.argv[2]); os.makedirs(out)
@@ -30,9 +34,10 @@ for i in range(n):
     Image.fromarray(img).save(f"{out}/p{i:04d}.jpg", quality=90)
     open(f"{out}/p{i:04d}.txt", "w").write(f"photo {i}")
 PY
-rate() { python3 -c "import sys; print(f'{$N / ($2 - $1):.2f}')"; }
+fi
+rate() { awk -v n="$N" -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", n / (b - a) }'; }
 report() { # NAME IMAGES_PER_S
-    python3 -c "import sys; n,r,t=sys.argv[1],float(sys.argv[2]),int(sys.argv[3]); print(f'{n:<44} {r:9.2f} images/s {t*1000/r:10.1f} core-ms/image')" "$1" "$2" "$T"
+    awk -v n="$1" -v r="$2" -v t="$T" 'BEGIN { printf "%-44s %9.2f images/s %10.1f core-ms/image\n", n, r, t * 1000 / r }'
 }
 build() { # OUT ARGS...
     local out=$1; shift
@@ -45,9 +50,11 @@ build() { # OUT ARGS...
 echo "N=$N photos 800x600, 512 px output, --threads $T, $(nproc) cores, prep $("$P" --version)"
 report "decode+resize+encode+parquet" "$(build "$tmp/o1")"
 report "  + canny,color" "$(build "$tmp/o2" --condition canny,color)"
-python3 tests/fixtures/models/make_models.py --bench "$tmp/bench_depth.onnx" >/dev/null
+echo "output bytes per row (image + canny + color, Parquet): $(( $(du -sb "$tmp/o2/data" | cut -f1) / N ))"
+if [ -n "${DEPTH_MODEL:-}" ]; then cp "$DEPTH_MODEL" "$tmp/bench_depth.onnx"
+else python3 tests/fixtures/models/make_models.py --bench "$tmp/bench_depth.onnx" >/dev/null; fi
 "$P" models add bench-depth --file "$tmp/bench_depth.onnx" --like depth 2>/dev/null
-bench() { "$P" models bench "$@" --threads "$T" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])'; }
+bench() { "$P" models bench "$@" --threads "$T" --json | tr -d '\n ' | sed 's/.*"images_per_s":\([0-9.e+-]*\).*/\1/'; }
 report "depth fixture model alone (5.3 GFLOPs, b4)" "$(bench bench-depth --size 512 --batch-size 4 --images 32)"
 if [ -f "$MODELS/hed_bsds500.onnx" ]; then
     report "HED (VGG16) alone at 512 (b1)" "$(bench hed --file "$MODELS/hed_bsds500.onnx" --size 512 --batch-size 1 --images 6)"

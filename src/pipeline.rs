@@ -625,8 +625,44 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     }
     let num_shards = (num_records as usize).div_ceil(cfg.shard_size);
 
-    let all = sink::read_all_stats(&store, num_shards)?;
-    let complete = all.len() == num_shards;
+    // Coordinated: this worker's own shards only, and completeness from one LIST of the
+    // stats (the commit point remotely), so the store sees O(own shards) requests per
+    // worker, not O(all shards); `finalize` reads everything once, at the end.
+    let all = if coordinated {
+        let mut own = Vec::new();
+        for &k in &built {
+            if let Some(b) = store.read_opt(&sink::stats_rel(k))? {
+                own.extend(serde_json::from_slice::<ShardStats>(&b).ok());
+            }
+        }
+        own
+    } else {
+        sink::read_all_stats(&store, num_shards)?
+    };
+    let complete = if coordinated {
+        let listed: std::collections::HashSet<usize> = store
+            .list("stats")?
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix("stats/part-")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let mut all_done = true;
+        for k in 0..num_shards {
+            let done = listed.contains(&k)
+                && (store.is_remote() || sink::shard_complete(&store, k, &fingerprint)?);
+            if !done {
+                all_done = false;
+                break;
+            }
+        }
+        all_done
+    } else {
+        all.len() == num_shards
+    };
     let (shards, rows, failed, filtered) = manifest::totals(&all);
     let m = Manifest {
         schema_version: sink::SCHEMA_VERSION,
@@ -662,7 +698,9 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         // Workers never race on dataset.json: the plan is created once, and whoever sees
         // every shard done finalizes (idempotently; `prep finalize` does the same).
         crate::scaleout::write_plan(&store, &m)?;
-        if complete {
+        let finalized =
+            manifest::read(&store)?.is_some_and(|d| d.complete && d.fingerprint == m.fingerprint);
+        if complete && !finalized {
             crate::scaleout::finalize(&store)?;
         }
     } else {
