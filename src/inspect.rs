@@ -11,7 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::manifest;
-use crate::sink::{OutStore, ShardStats};
+use crate::sink::{LocalStore, ShardStats};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -73,7 +73,7 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
                 .collect();
         }
     }
-    let store = OutStore::new(dir);
+    let store = LocalStore::new(dir);
     let mut failed = std::collections::BTreeMap::new();
     let mut filtered = std::collections::BTreeMap::new();
     let mut failure_examples = Vec::new();

@@ -20,7 +20,7 @@ use ndarray::{Array1, Array2};
 use ndarray_npy::{NpzReader, NpzWriter, ReadNpyError, ReadNpyExt, ReadNpzError, WriteNpyExt};
 
 use crate::metrics::Stats;
-use crate::sink::store::OutStore;
+use crate::sink::store::LocalStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
@@ -250,7 +250,7 @@ pub fn write_features(path: &Path, x: &Mat<f64>, dtype: Dtype) -> Result<()> {
     write_atomic(path, &npy_bytes(x, dtype)?)
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename (`OutStore`).
+/// Write `bytes` to `path` through a temporary file and a rename (`LocalStore`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -261,7 +261,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|n| n.to_str())
         .with_context(|| format!("{}: not a file name", path.display()))?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let store = OutStore::new(&dir);
+    let store = LocalStore::new(&dir);
     store.clear_stale_temps(name);
     store.put_atomic(name, bytes)
 }

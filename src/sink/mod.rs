@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::parquet::{DatasetSchema, Row, ShardWriter, StatusRow};
-pub use self::store::{Created, OutStore};
+pub use self::store::{Created, LocalStore, OutStore};
 
 /// A shard's commit found it already committed by another worker (its claim was lost or
 /// taken over); this worker's copy was discarded and nothing it wrote is referenced.

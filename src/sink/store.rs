@@ -59,6 +59,10 @@ fn clear_dead_staging() {
     }
 }
 
+/// The name this type had before object stores: code that only ever writes local
+/// directories (eval, inspect) keeps using it.
+pub type LocalStore = OutStore;
+
 /// Outcome of [`OutStore::put_create`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
