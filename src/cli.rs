@@ -66,6 +66,11 @@ pub enum Command {
     /// Model registry and cache: list, fetch, verify, add; `bench` times a model alone.
     #[command(after_help = MODELS_EXAMPLES)]
     Models(crate::models_cmd::ModelsArgs),
+    /// Shards of an output across all workers: done / claimed / failed / pending, rows,
+    /// failure classes, throughput per worker.
+    Status(StatusArgs),
+    /// Once every shard is done: merge the stats and write dataset.json (idempotent).
+    Finalize(FinalizeArgs),
     /// Evaluate generated images: statistics, FID, KID, CMMD, CLIP score, PRDC, FID∞.
     #[command(subcommand, after_help = EVAL_EXAMPLES)]
     Eval(EvalCommand),
@@ -114,13 +119,25 @@ pub struct BuildCommand {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Output directory (data/, stats/, dataset.json).
-    #[arg(long, value_name = "DIR")]
+    /// Output directory (data/, stats/, dataset.json), or an object store:
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (credentials from
+    /// each cloud's standard environment variables / metadata service).
+    #[arg(long, value_name = "DIR|URL")]
     pub out: Option<PathBuf>,
 
-    /// Take only shards with index ≡ I (mod N), so N processes can fill one output.
-    #[arg(long, value_name = "I/N")]
+    /// Which shards this process builds: I/N (index ≡ I mod N); env/N (I from
+    /// SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX); auto (claim shards through leases
+    /// until none is left, for any number of workers).
+    #[arg(long, value_name = "I/N|env/N|auto")]
     pub shard: Option<String>,
+
+    /// Lease of a claimed shard (renewed every third of it); a worker silent for this
+    /// long loses its shards to others [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<humantime::Duration>,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Worker threads for decoding, conditions and encoding (default: all cores).
     #[arg(long, value_name = "N")]
@@ -345,7 +362,7 @@ impl BuildCommand {
                     }
                 }
                 if let Some(o) = &file.out {
-                    if o.is_relative() {
+                    if o.is_relative() && !o.to_string_lossy().contains("://") {
                         file.out = Some(base.join(o));
                     }
                 }
@@ -430,6 +447,47 @@ pub struct FetchCommand {
     /// [default: timeout,connect,dns,http_5xx,http_429,http_503,truncated].
     #[arg(long, value_name = "LIST", requires = "retry_failed")]
     pub errors: Option<String>,
+}
+
+/// How object-store outputs are reached.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// An S3-compatible endpoint for s3:// outputs (MinIO, Ceph, R2...); plain http only
+    /// on loopback.
+    #[arg(long, value_name = "URL", env = "PREP_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Accept a store that cannot create objects conditionally. Only safe when a single
+    /// worker writes the output.
+    #[arg(long)]
+    pub unsafe_no_conditional_put: bool,
+}
+
+impl StoreArgs {
+    pub fn options(&self) -> crate::sink::remote::RemoteOptions {
+        crate::sink::remote::RemoteOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            unsafe_no_conditional_put: self.unsafe_no_conditional_put,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An output of `prep build` (directory or s3://, gs://, az:// URL).
+    pub out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// An output of `prep build` (directory or s3://, gs://, az:// URL).
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

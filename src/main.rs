@@ -21,12 +21,19 @@ fn main() -> ExitCode {
 }
 
 fn options(cmd: &BuildCommand) -> anyhow::Result<RunOptions> {
+    let auto = cmd.shard.as_deref() == Some("auto");
     Ok(RunOptions {
         threads: cmd.threads,
-        shard: match &cmd.shard {
+        shard: match cmd.shard.as_deref() {
+            None | Some("auto") => ShardSelector::ALL,
+            Some(s) if s.starts_with("env") => {
+                prep::scaleout::shard_from_env(s, &|v| std::env::var(v).ok())?
+            }
             Some(s) => ShardSelector::parse(s)?,
-            None => ShardSelector::ALL,
         },
+        auto,
+        lease: cmd.lease.map_or(pipeline::DEFAULT_LEASE, |d| d.into()),
+        remote: cmd.store.options(),
         dry_run: cmd.dry_run,
         progress: !cmd.quiet,
         command: std::env::args().collect(),
@@ -46,7 +53,11 @@ fn build(cmd: &BuildCommand, fetch_only: bool) -> anyhow::Result<()> {
         anyhow::bail!("prep fetch only downloads; compute conditions with `prep build` (same flags plus --condition)");
     }
     let opts = options(cmd)?;
-    let s = pipeline::build(&cfg, &out, &opts)?;
+    let s = if opts.auto {
+        build_auto(&cfg, &out, &opts)?
+    } else {
+        pipeline::build(&cfg, &out, &opts)?
+    };
     if cmd.dry_run {
         return Ok(());
     }
@@ -66,8 +77,47 @@ fn build(cmd: &BuildCommand, fetch_only: bool) -> anyhow::Result<()> {
         s.num_shards,
         if s.complete { ", complete" } else { ", not complete yet (other --shard processes, or re-run)" }
     );
+    if !s.busy.is_empty() || !s.lost.is_empty() {
+        eprintln!(
+            "{} shard(s) left to other workers' live claims, {} built but committed by another worker first",
+            s.busy.len(),
+            s.lost.len()
+        );
+    }
     eprintln!("output: {}", out.display());
     Ok(())
+}
+
+/// `--shard auto`: pass over the shard list, claiming what is free, until every shard is
+/// done; shards other workers hold are waited for, and taken over if their lease expires.
+fn build_auto(
+    cfg: &BuildConfig,
+    out: &std::path::Path,
+    opts: &RunOptions,
+) -> anyhow::Result<pipeline::BuildSummary> {
+    let mut total = pipeline::BuildSummary::default();
+    loop {
+        let s = pipeline::build(cfg, out, opts)?;
+        total.num_records = s.num_records;
+        total.num_shards = s.num_shards;
+        total.built.extend(&s.built);
+        total.lost.extend(&s.lost);
+        total.rows += s.rows;
+        for (k, v) in &s.failed {
+            *total.failed.entry(k.clone()).or_insert(0) += v;
+        }
+        if total.skipped.is_empty() {
+            total.skipped = s.skipped.clone();
+        }
+        total.complete = s.complete;
+        total.busy = s.busy.clone();
+        if s.complete || opts.dry_run || s.busy.is_empty() {
+            return Ok(total);
+        }
+        // Others hold the rest: wait a fraction of a lease, then look again (their shards
+        // are done by then, or their claims have expired and are ours to take).
+        std::thread::sleep((opts.lease / 4).max(std::time::Duration::from_millis(200)));
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -97,6 +147,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Models(args) => prep::models_cmd::run(args),
+        Command::Status(args) => {
+            let store = prep::sink::OutStore::open(&args.out, &args.store.options())?;
+            let s = prep::scaleout::status(&store)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                prep::scaleout::print_status(&s);
+            }
+            Ok(())
+        }
+        Command::Finalize(args) => {
+            let store = prep::sink::OutStore::open(&args.out, &args.store.options())?;
+            let f = prep::scaleout::finalize(&store)?;
+            eprintln!(
+                "{}: {} shards, {} rows{}; dataset.json {}",
+                store.display(),
+                f.num_shards,
+                f.rows,
+                if f.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} failed)", f.failed.values().sum::<usize>())
+                },
+                if f.wrote {
+                    "written"
+                } else {
+                    "already up to date"
+                }
+            );
+            Ok(())
+        }
         Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Generate(args) => prep::generate::cli::run(&args),
         Command::Inspect(args) => {

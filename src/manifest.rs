@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BuildConfig;
-use crate::sink::{FileInfo, LocalStore, ShardStats};
+use crate::sink::{FileInfo, OutStore, ShardStats};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShardEntry {
@@ -48,15 +48,19 @@ pub struct Manifest {
 
 pub const MANIFEST: &str = "dataset.json";
 
-pub fn read(store: &LocalStore) -> Result<Option<Manifest>> {
-    if !store.exists(MANIFEST) {
+pub fn read(store: &OutStore) -> Result<Option<Manifest>> {
+    read_named(store, MANIFEST)
+}
+
+/// Read a manifest-shaped file (`dataset.json`, or `plan.json` written by coordinated runs).
+pub fn read_named(store: &OutStore, name: &str) -> Result<Option<Manifest>> {
+    let Some(bytes) = store.read_opt(name)? else {
         return Ok(None);
-    }
-    let bytes = store.read(MANIFEST)?;
+    };
     let m = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "{} is not a prep dataset manifest; is --out pointing at the right directory?",
-            store.path(MANIFEST).display()
+            store.display_rel(name)
         )
     })?;
     Ok(Some(m))
@@ -98,7 +102,7 @@ pub fn totals(
 
 /// Write the manifest unless an identical one (ignoring `created_at` and `command`) is
 /// already there, so a re-run that builds nothing rewrites nothing. Returns whether it wrote.
-pub fn write_if_changed(store: &LocalStore, mut m: Manifest) -> Result<bool> {
+pub fn write_if_changed(store: &OutStore, mut m: Manifest) -> Result<bool> {
     if let Some(old) = read(store).ok().flatten() {
         m.created_at = old.created_at.clone();
         let mut cmp = m.clone();

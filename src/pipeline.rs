@@ -35,8 +35,7 @@ use crate::load::Loader;
 use crate::manifest::{self, Manifest, SourceEntry};
 use crate::record::{ImageRef, Person, Record};
 use crate::sink::{
-    self, DatasetSchema, FailureEntry, FileInfo, LocalStore, ParquetSink, Row, ShardStats,
-    StatusRow,
+    self, DatasetSchema, FailureEntry, FileInfo, OutStore, ParquetSink, Row, ShardStats, StatusRow,
 };
 use crate::source::{self, SourceInfo};
 
@@ -54,7 +53,17 @@ pub struct RunOptions {
     /// Images per inference call (`--batch-size`).
     pub batch_size: Option<usize>,
     pub device: crate::runtime::Device,
+    /// `--shard auto`: claim shards through leases until none is left.
+    pub auto: bool,
+    /// `--lease`: how long a claim lives without a heartbeat renewal.
+    pub lease: Duration,
+    /// `--s3-endpoint`, `--unsafe-no-conditional-put`.
+    pub remote: sink::remote::RemoteOptions,
 }
+
+/// Default `--lease`: renewed every third of it, so a worker must stall for 40 s before
+/// another takes its shard.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +77,10 @@ pub struct BuildSummary {
     pub rows: usize,
     pub failed: BTreeMap<String, usize>,
     pub complete: bool,
+    /// Shards left alone because another worker's live claim held them.
+    pub busy: Vec<usize>,
+    /// Shards this worker built but another worker committed first (discarded).
+    pub lost: Vec<usize>,
 }
 
 /// The outcome of one record.
@@ -226,30 +239,52 @@ fn check_out_dir(out: &Path) -> Result<()> {
 }
 
 /// Fail before building anything if the output was started with other settings.
-fn check_fingerprint(store: &LocalStore, fingerprint: &str) -> Result<()> {
-    if let Some(m) = manifest::read(store)? {
+/// Remotely, returns the shards whose stats (the commit point) are listed: they are
+/// complete without a GET and two HEADs each, which matters at millions of shards.
+fn check_fingerprint(
+    store: &OutStore,
+    fingerprint: &str,
+) -> Result<Option<std::collections::HashSet<usize>>> {
+    for m in [
+        manifest::read(store)?,
+        manifest::read_named(store, crate::scaleout::PLAN)?,
+    ]
+    .into_iter()
+    .flatten()
+    {
         if m.fingerprint != fingerprint {
             bail!(
                 "{} was built with different settings ({}); use a new --out, or delete it to rebuild with these settings",
-                store.root().display(),
+                store.display(),
                 describe_diff(&m.config)
             );
         }
     }
-    let stats_dir = store.path("stats");
-    if let Ok(entries) = std::fs::read_dir(&stats_dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(k) = name
-                .strip_prefix("part-")
+    let listed: Vec<usize> = store
+        .list("stats")?
+        .iter()
+        .filter_map(|name| {
+            name.strip_prefix("stats/part-")
                 .and_then(|n| n.strip_suffix(".json"))
                 .and_then(|n| n.parse::<usize>().ok())
-            {
-                sink::shard_complete(store, k, fingerprint)?;
-            }
+        })
+        .collect();
+    if !store.is_remote() {
+        for &k in &listed {
+            sink::shard_complete(store, k, fingerprint)?;
         }
+        return Ok(None);
     }
-    Ok(())
+    // Remote: the first and last committed shards stand for the rest (the plan's
+    // fingerprint was checked above); every other shard is checked when it comes up.
+    let mut done = std::collections::HashSet::new();
+    for (i, &k) in listed.iter().enumerate() {
+        if (i == 0 || i + 1 == listed.len()) && !sink::shard_complete(store, k, fingerprint)? {
+            continue;
+        }
+        done.insert(k);
+    }
+    Ok(Some(done))
 }
 
 fn describe_diff(old: &BuildConfig) -> String {
@@ -303,10 +338,12 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let src = source::open(cfg)?;
     let info = src.info().clone();
     check_capabilities(cfg, &info)?;
-    check_out_dir(out)?;
-    let store = LocalStore::new(out);
+    let store = OutStore::open(out, &opts.remote)?;
+    if !store.is_remote() {
+        check_out_dir(out)?;
+    }
     let fingerprint = cfg.fingerprint();
-    check_fingerprint(&store, &fingerprint)?;
+    let committed = check_fingerprint(&store, &fingerprint)?;
     let schema = dataset_schema(cfg, &info);
     let models = if opts.dry_run {
         None
@@ -328,14 +365,26 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         return Ok(BuildSummary::default());
     }
 
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create --out {}", out.display()))?;
+    if !store.is_remote() {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create --out {}", out.display()))?;
+    }
+    // Several workers may share this output: shards are claimed through leases and
+    // committed with a create that never replaces.
+    let coordinated = store.is_remote() || opts.auto;
+    let leases = coordinated.then(|| crate::lease::Leases::new(store.clone(), opts.lease));
+    let worker = match &leases {
+        Some(l) => l.owner().to_string(),
+        None => crate::lease::worker_id().to_string(),
+    };
     let sink = ParquetSink::new(
         store.clone(),
         schema.clone(),
         cfg.resolution,
         cfg.output_format,
-    )?;
+    )?
+    .exclusive(coordinated)
+    .worker(Some(worker));
     // With a model on the CPU, inference and the CPU stage share the cores. The model is
     // the bottleneck, so the CPU workers run at a lower scheduling priority: they fill the
     // gaps ONNX Runtime leaves (its threads block, not spin, when idle) instead of
@@ -380,6 +429,8 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         let limit = cfg.limit;
         let selector = opts.shard;
         let stop = stop.clone();
+        let leases = leases.clone();
+        let committed = committed.clone();
         std::thread::Builder::new()
             .name("prep-source".into())
             .spawn(move || {
@@ -390,6 +441,8 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
                     shard_size,
                     limit,
                     selector,
+                    leases,
+                    committed,
                     src_tx,
                     stop,
                 )
@@ -445,9 +498,10 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     let sink_thread = {
         let fingerprint = fingerprint.clone();
         let dedup = cfg.dedup;
+        let leases = leases.clone();
         std::thread::Builder::new()
             .name("prep-sink".into())
-            .spawn(move || run_sink(sink, sink_rx, fingerprint, dedup))?
+            .spawn(move || run_sink(sink, sink_rx, fingerprint, dedup, leases))?
     };
     // Stage 3b (model-backed conditions): inference on its own thread, then decoding and
     // PNG encoding on the CPU pool, so the network runs while the pool decodes the next
@@ -540,12 +594,29 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
-    model_result?;
-    if let Some(e) = fatal {
-        return Err(e.context("stopped; shards committed before this point are complete and will be skipped on the next run"));
-    }
-    let built = sink_result?;
-    let num_records = produced?;
+    let result = (|| {
+        model_result?;
+        if let Some(e) = fatal {
+            return Err(e.context("stopped; shards committed before this point are complete and will be skipped on the next run"));
+        }
+        let (built, lost) = sink_result?;
+        let (num_records, busy) = produced?;
+        Ok((built, lost, num_records, busy))
+    })();
+    let (built, lost, num_records, busy) = match result {
+        Ok(x) => {
+            if let Some(l) = &leases {
+                l.release_all();
+            }
+            x
+        }
+        Err(e) => {
+            if let Some(l) = &leases {
+                l.fail_all(&format!("{e:#}"));
+            }
+            return Err(e);
+        }
+    };
     if num_records == 0 {
         bail!(
             "the source yielded no records ({}); nothing to build",
@@ -554,8 +625,44 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     }
     let num_shards = (num_records as usize).div_ceil(cfg.shard_size);
 
-    let all = sink::read_all_stats(&store, num_shards)?;
-    let complete = all.len() == num_shards;
+    // Coordinated: this worker's own shards only, and completeness from one LIST of the
+    // stats (the commit point remotely), so the store sees O(own shards) requests per
+    // worker, not O(all shards); `finalize` reads everything once, at the end.
+    let all = if coordinated {
+        let mut own = Vec::new();
+        for &k in &built {
+            if let Some(b) = store.read_opt(&sink::stats_rel(k))? {
+                own.extend(serde_json::from_slice::<ShardStats>(&b).ok());
+            }
+        }
+        own
+    } else {
+        sink::read_all_stats(&store, num_shards)?
+    };
+    let complete = if coordinated {
+        let listed: std::collections::HashSet<usize> = store
+            .list("stats")?
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix("stats/part-")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let mut all_done = true;
+        for k in 0..num_shards {
+            let done = listed.contains(&k)
+                && (store.is_remote() || sink::shard_complete(&store, k, &fingerprint)?);
+            if !done {
+                all_done = false;
+                break;
+            }
+        }
+        all_done
+    } else {
+        all.len() == num_shards
+    };
     let (shards, rows, failed, filtered) = manifest::totals(&all);
     let m = Manifest {
         schema_version: sink::SCHEMA_VERSION,
@@ -587,7 +694,26 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         shards,
         created_at: manifest::now_rfc3339(),
     };
-    manifest::write_if_changed(&store, m)?;
+    if coordinated {
+        // Workers never race on dataset.json: the plan is created once, and whoever sees
+        // every shard done finalizes (idempotently; `prep finalize` does the same).
+        crate::scaleout::write_plan(&store, &m)?;
+        let finalized =
+            manifest::read(&store)?.is_some_and(|d| d.complete && d.fingerprint == m.fingerprint);
+        if complete && !finalized {
+            crate::scaleout::finalize(&store)?;
+        }
+    } else {
+        manifest::write_if_changed(&store, m)?;
+    }
+    if let Some(r) = store.remote() {
+        eprintln!(
+            "object store {}: {} for {} shard(s) built",
+            r.url(""),
+            r.requests().describe(),
+            built.len()
+        );
+    }
     let mut run_failed = BTreeMap::new();
     let mut run_rows = 0;
     for s in all.iter().filter(|s| built.contains(&s.shard)) {
@@ -604,19 +730,88 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         rows: run_rows,
         failed: run_failed,
         complete,
+        busy,
+        lost,
     })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn produce(
     src: Box<dyn source::Source>,
-    store: LocalStore,
+    store: OutStore,
     fingerprint: String,
     shard_size: usize,
     limit: Option<u64>,
     selector: ShardSelector,
+    leases: Option<Arc<crate::lease::Leases>>,
+    committed: Option<std::collections::HashSet<usize>>,
     tx: tokio::sync::mpsc::Sender<SourceMsg>,
     stop: Arc<AtomicBool>,
+) -> Result<(u64, Vec<usize>)> {
+    let mut busy = Vec::new();
+    let n = produce_inner(
+        src,
+        store,
+        fingerprint,
+        shard_size,
+        limit,
+        selector,
+        leases,
+        committed.unwrap_or_default(),
+        tx,
+        stop,
+        &mut busy,
+    )?;
+    Ok((n, busy))
+}
+
+/// Shard `k` is this worker's to build: selected, not complete, and (with leases) claimed.
+fn take_shard(
+    store: &OutStore,
+    k: usize,
+    fingerprint: &str,
+    leases: Option<&crate::lease::Leases>,
+    committed: &std::collections::HashSet<usize>,
+    busy: &mut Vec<usize>,
+) -> Result<(bool, bool)> {
+    if committed.contains(&k) || sink::shard_complete(store, k, fingerprint)? {
+        return Ok((false, true));
+    }
+    let Some(l) = leases else {
+        return Ok((true, false));
+    };
+    match l.claim(k)? {
+        crate::lease::ClaimResult::Busy(_) => {
+            busy.push(k);
+            Ok((false, false))
+        }
+        crate::lease::ClaimResult::Claimed { taken_over_from } => {
+            // Committed by another worker between our check and our claim?
+            if sink::shard_complete(store, k, fingerprint)? {
+                l.release(k);
+                return Ok((false, true));
+            }
+            if let Some(from) = taken_over_from {
+                eprintln!("shard {k}: taking over the expired claim of {from}");
+            }
+            Ok((true, false))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn produce_inner(
+    src: Box<dyn source::Source>,
+    store: OutStore,
+    fingerprint: String,
+    shard_size: usize,
+    limit: Option<u64>,
+    selector: ShardSelector,
+    leases: Option<Arc<crate::lease::Leases>>,
+    committed: std::collections::HashSet<usize>,
+    tx: tokio::sync::mpsc::Sender<SourceMsg>,
+    stop: Arc<AtomicBool>,
+    busy: &mut Vec<usize>,
 ) -> Result<u64> {
     let records = match src.records() {
         Ok(r) => r,
@@ -657,8 +852,8 @@ fn produce(
                     return Ok(n);
                 }
             }
-            let complete = if selector.takes(k) {
-                match sink::shard_complete(&store, k, &fingerprint) {
+            let (build, complete) = if selector.takes(k) {
+                match take_shard(&store, k, &fingerprint, leases.as_deref(), &committed, busy) {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.blocking_send(SourceMsg::Fatal(e));
@@ -666,9 +861,9 @@ fn produce(
                     }
                 }
             } else {
-                false
+                (false, false)
             };
-            decision = Some((k, selector.takes(k) && !complete, complete));
+            decision = Some((k, build, complete));
             in_shard = 0;
         }
         in_shard += 1;
@@ -714,6 +909,7 @@ fn empty_stats(shard: usize, fingerprint: &str) -> ShardStats {
         start_time: 0.0,
         end_time: 0.0,
         status_dict: BTreeMap::new(),
+        worker: None,
     }
 }
 
@@ -729,8 +925,10 @@ fn run_sink(
     rx: crossbeam_channel::Receiver<SinkMsg>,
     fingerprint: String,
     dedup: bool,
-) -> Result<Vec<usize>> {
+    leases: Option<Arc<crate::lease::Leases>>,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     let mut built = Vec::new();
+    let mut lost = Vec::new();
     let mut current: Option<(Vec<StatusRow>, Instant)> = None;
     // sha256 of every image kept so far in this run (`--dedup`), checked in row order so
     // the first occurrence always wins.
@@ -771,14 +969,33 @@ fn run_sink(
                     );
                 }
                 let secs = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-                sink.commit_shard(stats_from_status(k, &fingerprint, &status, secs), &status)?;
-                built.push(k);
+                if let Some(l) = &leases {
+                    if !l.still_held(k) {
+                        eprintln!("warning: shard {k}: this worker's claim expired or was taken over before the commit; its copy is discarded");
+                        sink.abort_shard();
+                        l.release(k);
+                        lost.push(k);
+                        continue;
+                    }
+                }
+                match sink.commit_shard(stats_from_status(k, &fingerprint, &status, secs), &status)
+                {
+                    Ok(_) => built.push(k),
+                    Err(e) if e.downcast_ref::<sink::LostRace>().is_some() => {
+                        eprintln!("warning: {e}");
+                        lost.push(k);
+                    }
+                    Err(e) => return Err(e),
+                }
+                if let Some(l) = &leases {
+                    l.release(k);
+                }
             }
         }
     }
     // Channel closed: an unfinished shard (fatal error, Ctrl-C) is discarded.
     sink.abort_shard();
-    Ok(built)
+    Ok((built, lost))
 }
 
 impl Processed {
@@ -1030,7 +1247,7 @@ fn print_plan(
     opts: &RunOptions,
     info: &SourceInfo,
     schema: &DatasetSchema,
-    store: &LocalStore,
+    store: &OutStore,
     fingerprint: &str,
 ) {
     println!("plan (dry run, nothing written):");
@@ -1146,7 +1363,7 @@ pub const RETRYABLE: [&str; 7] = [
 /// rewritten whole and committed atomically, as on a first run.
 pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result<RetrySummary> {
     use futures_util::StreamExt;
-    let store = LocalStore::new(out);
+    let store = OutStore::new(out);
     let m = manifest::read(&store)?.with_context(|| {
         format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())
     })?;

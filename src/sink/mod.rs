@@ -15,6 +15,7 @@
 //! byte count matches the file. Anything else is redone.
 
 pub mod parquet;
+pub mod remote;
 pub mod store;
 pub mod webdataset;
 
@@ -26,7 +27,27 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::parquet::{DatasetSchema, Row, ShardWriter, StatusRow};
-pub use self::store::LocalStore;
+pub use self::store::{Created, LocalStore, OutStore};
+
+/// A shard's commit found it already committed by another worker (its claim was lost or
+/// taken over); this worker's copy was discarded and nothing it wrote is referenced.
+#[derive(Debug)]
+pub struct LostRace {
+    pub shard: usize,
+    pub by: String,
+}
+
+impl std::fmt::Display for LostRace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shard {} was committed by another worker ({}); this worker's copy was discarded",
+            self.shard, self.by
+        )
+    }
+}
+
+impl std::error::Error for LostRace {}
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -108,6 +129,9 @@ pub struct ShardStats {
     pub start_time: f64,
     pub end_time: f64,
     pub status_dict: BTreeMap<String, usize>,
+    /// The worker that committed the shard (host/pid), for per-worker throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// Failure classes that happen before there are bytes to decode.
@@ -132,40 +156,46 @@ pub fn is_download_failure(class: &str) -> bool {
 }
 
 /// Is shard `k` complete for this fingerprint? `Err` when it was built with other settings.
-pub fn shard_complete(store: &LocalStore, shard: usize, fingerprint: &str) -> Result<bool> {
+pub fn shard_complete(store: &OutStore, shard: usize, fingerprint: &str) -> Result<bool> {
     let stats = stats_rel(shard);
-    if !store.exists(&stats) || !store.exists(&status_rel(shard)) {
+    let Some(bytes) = store.read_opt(&stats)? else {
+        return Ok(false);
+    };
+    if !store.exists(&status_rel(shard)) {
         return Ok(false);
     }
-    let s: ShardStats = match serde_json::from_slice(&store.read(&stats)?) {
+    let s: ShardStats = match serde_json::from_slice(&bytes) {
         Ok(s) => s,
         Err(_) => return Ok(false), // unreadable stats: redo the shard
     };
     if s.fingerprint != fingerprint {
         bail!(
             "{} was built with different settings (fingerprint {} vs {}); use a new --out, or delete {} to rebuild",
-            store.path(&stats).display(),
+            store.display_rel(&stats),
             &s.fingerprint[..12.min(s.fingerprint.len())],
             &fingerprint[..12],
-            store.root().display()
+            store.display()
         );
     }
     // The data file the stats name (Parquet or tar) must be there, whole.
     Ok(store.size(&s.parquet.file) == Some(s.parquet.bytes))
 }
 
-/// Writes shards into a [`LocalStore`], one at a time.
+/// Writes shards into a [`OutStore`], one at a time.
 pub struct ParquetSink {
-    store: LocalStore,
+    store: OutStore,
     schema: DatasetSchema,
     resolution: u32,
     format: OutputFormat,
     current: Option<(usize, PathBuf, Writer)>,
+    /// Commit stats with a create that never replaces (several workers share the output).
+    exclusive: bool,
+    worker: Option<String>,
 }
 
 impl ParquetSink {
     pub fn new(
-        store: LocalStore,
+        store: OutStore,
         schema: DatasetSchema,
         resolution: u32,
         format: OutputFormat,
@@ -179,7 +209,22 @@ impl ParquetSink {
             resolution,
             format,
             current: None,
+            exclusive: false,
+            worker: None,
         })
+    }
+
+    /// Several workers may write this output: commit each shard's stats with a create
+    /// that fails when the shard is already committed (always so on an object store).
+    pub fn exclusive(mut self, on: bool) -> Self {
+        self.exclusive = on || self.store.is_remote();
+        self
+    }
+
+    /// Record `worker` in every shard's stats.
+    pub fn worker(mut self, worker: Option<String>) -> Self {
+        self.worker = worker;
+        self
     }
 
     pub fn begin_shard(&mut self, shard: usize) -> Result<()> {
@@ -188,6 +233,11 @@ impl ParquetSink {
         self.store.clear_stale_temps(&rel);
         self.store.clear_stale_temps(&stats_rel(shard));
         self.store.clear_stale_temps(&status_rel(shard));
+        if self.exclusive {
+            // This worker holds the shard's claim and found it incomplete: stats left by
+            // a worker that died between its stats and its data commit would block ours.
+            self.store.delete(&stats_rel(shard))?;
+        }
         let tmp = self.store.temp_path(&rel);
         let writer = match self.format {
             OutputFormat::Parquet => Writer::Parquet(Box::new(ShardWriter::create(
@@ -251,10 +301,47 @@ impl ParquetSink {
             bytes,
             sha256,
         };
-        self.store.commit_file(&status_tmp, &status_rel)?;
+        stats.worker = self.worker.clone();
         let json = serde_json::to_vec_pretty(&stats)?;
-        self.store.put_atomic(&stats_rel(shard), &json)?;
-        self.store.commit_file(&tmp, &rel)?;
+        if !self.exclusive {
+            self.store.commit_file(&status_tmp, &status_rel)?;
+            self.store.put_atomic(&stats_rel(shard), &json)?;
+            self.store.commit_file(&tmp, &rel)?;
+            return Ok(stats);
+        }
+        let commit_stats = |json: &[u8]| -> Result<()> {
+            match self.store.put_create(&stats_rel(shard), json)? {
+                Created::Yes => Ok(()),
+                Created::AlreadyExists => {
+                    let theirs = self.store.read_opt(&stats_rel(shard))?.unwrap_or_default();
+                    if theirs == json {
+                        return Ok(()); // our own create, retried after a lost response
+                    }
+                    let by = serde_json::from_slice::<ShardStats>(&theirs)
+                        .ok()
+                        .and_then(|s| s.worker)
+                        .unwrap_or_else(|| "unknown".into());
+                    Err(LostRace { shard, by }.into())
+                }
+            }
+        };
+        if self.store.is_remote() {
+            // Objects appear whole; the stats create is the commit point, so the data
+            // and status objects go up first and a shard without stats is not there.
+            self.store.commit_file(&status_tmp, &status_rel)?;
+            self.store.commit_file(&tmp, &rel)?;
+            if let Err(e) = commit_stats(&json) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        } else {
+            self.store.commit_file(&status_tmp, &status_rel)?;
+            if let Err(e) = commit_stats(&json) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            self.store.commit_file(&tmp, &rel)?;
+        }
         Ok(stats)
     }
 
@@ -291,15 +378,15 @@ fn hash_file(path: &std::path::Path) -> Result<(u64, String)> {
 }
 
 /// Read every committed stats file of shards `0..num_shards` (missing ones are skipped).
-pub fn read_all_stats(store: &LocalStore, num_shards: usize) -> Result<Vec<ShardStats>> {
+pub fn read_all_stats(store: &OutStore, num_shards: usize) -> Result<Vec<ShardStats>> {
     let mut out = Vec::new();
     for k in 0..num_shards {
         let rel = stats_rel(k);
-        if !store.exists(&rel) {
+        let Some(bytes) = store.read_opt(&rel)? else {
             continue;
-        }
-        let s: ShardStats = serde_json::from_slice(&store.read(&rel)?)
-            .with_context(|| format!("{} is not a valid stats file", store.path(&rel).display()))?;
+        };
+        let s: ShardStats = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid stats file", store.display_rel(&rel)))?;
         if store.exists(&s.parquet.file) {
             out.push(s);
         }
