@@ -38,6 +38,10 @@ pub enum ModelsCommand {
         /// A model name or a condition (hed, sketch, depth, keypose) whose spec it shares.
         #[arg(long, value_name = "MODEL_OR_CONDITION")]
         like: String,
+        /// For a two-stage pose model (like dwpose-ll): the detector entry whose boxes it
+        /// crops (default: the detector of the --like entry).
+        #[arg(long, value_name = "MODEL")]
+        detector: Option<String>,
     },
     /// Time a model alone on ready input tensors (images/s), with build's session settings.
     Bench {
@@ -146,11 +150,16 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             }
             Ok(())
         }
-        ModelsCommand::Add { name, file, like } => {
+        ModelsCommand::Add {
+            name,
+            file,
+            like,
+            detector,
+        } => {
             if !file.is_file() {
                 bail!("--file {}: not a file", file.display());
             }
-            let entry = models::add(&reg, &name, &file, &like)?;
+            let entry = models::add(&reg, &name, &file, &like, detector.as_deref())?;
             // Check now that ONNX Runtime loads it and its input fits the spec.
             let check =
                 LoadedModel::open(&entry, reg.cached_file(&name), &RuntimeOptions::default());

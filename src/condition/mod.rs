@@ -7,6 +7,7 @@
 mod canny;
 mod color;
 mod keypose;
+pub mod dwpose;
 pub mod model;
 mod seg;
 

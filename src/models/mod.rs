@@ -39,6 +39,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "movenet-lightning.toml",
         include_str!("../../manifests/models/movenet-lightning.toml"),
     ),
+    (
+        "yolox-l.toml",
+        include_str!("../../manifests/models/yolox-l.toml"),
+    ),
+    (
+        "dwpose-ll.toml",
+        include_str!("../../manifests/models/dwpose-ll.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +101,42 @@ pub enum SizePolicy {
         width: u32,
         height: u32,
         align: Align,
+        /// How the scaled content size is rounded (`round`, or `floor` as YOLOX's
+        /// `int(w · r)`).
+        #[serde(default, skip_serializing_if = "Rounding::is_round")]
+        rounding: Rounding,
     },
+}
+
+/// Rounding of a letterboxed content size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    #[default]
+    Round,
+    Floor,
+}
+
+impl Rounding {
+    fn is_round(&self) -> bool {
+        *self == Rounding::Round
+    }
+}
+
+/// The resize filter of a size policy: `cv2.INTER_CUBIC` (default) or `cv2.INTER_LINEAR`
+/// (as YOLOX's letterbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    #[default]
+    Cubic,
+    Linear,
+}
+
+impl Interpolation {
+    fn is_cubic(&self) -> bool {
+        *self == Interpolation::Cubic
+    }
 }
 
 /// The model input: `x' = (pixel / divide − mean[c]) / std[c]`, channels in `channels`
@@ -108,6 +151,9 @@ pub struct InputSpec {
     pub channels: ChannelOrder,
     pub dtype: DType,
     pub size: SizePolicy,
+    /// Filter of the size policy's resize.
+    #[serde(default, skip_serializing_if = "Interpolation::is_cubic")]
+    pub interpolation: Interpolation,
     #[serde(default = "one")]
     pub divide: f32,
     #[serde(default = "zeros")]
@@ -138,6 +184,13 @@ pub enum DecoderKind {
     Depth,
     /// Single-person (y, x, score) × 17, normalised to the input (MoveNet).
     Movenet,
+    /// A YOLOX person detector (`[N, anchors, 5 + classes]`, grid decode over `strides`,
+    /// score = objectness × class, NMS). Serves no condition alone: a `simcc` pose entry
+    /// names it as its `detector`.
+    Yolox,
+    /// A top-down RTMPose/DWPose SimCC pose model run on an affine crop of each box of its
+    /// `detector` (outputs `simcc_x` [N, K, W·r], `simcc_y` [N, K, H·r]).
+    Simcc,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +206,34 @@ pub struct OutputSpec {
     /// A single-pose model's person is drawn only when its mean keypoint score is ≥ this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_threshold: Option<f32>,
+    /// `simcc`: the detector entry (decoder `yolox`) whose boxes are cropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<String>,
+    /// `simcc`: name of the y output (default: the output after `name`, or the second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_y: Option<String>,
+    /// `simcc`: SimCC split ratio (output bins per input pixel; DWPose 2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_ratio: Option<f32>,
+    /// `simcc`: box padding before the aspect fix (DWPose 1.25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox_padding: Option<f32>,
+    /// `simcc`: the model's keypoints that are COCO-17 body keypoints, in COCO order
+    /// (default 0..16: COCO-WholeBody's first 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_keypoints: Option<Vec<usize>>,
+    /// `yolox`: a box is a person when objectness × person class > this (DWPose 0.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f32>,
+    /// `yolox`: NMS IoU threshold (DWPose 0.45).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nms_threshold: Option<f32>,
+    /// `yolox`: grid strides (default 8, 16, 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<Vec<u32>>,
+    /// `yolox`: index of the person class (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_class: Option<usize>,
 }
 
 /// One model manifest.
@@ -215,13 +296,49 @@ impl ModelEntry {
                     Some(ConditionKind::Hed | ConditionKind::Sketch),
                     DecoderKind::Edge
                 ) | (Some(ConditionKind::Depth), DecoderKind::Depth)
-                    | (Some(ConditionKind::Keypose), DecoderKind::Movenet)
+                    | (
+                        Some(ConditionKind::Keypose),
+                        DecoderKind::Movenet | DecoderKind::Simcc
+                    )
             );
             if !ok {
                 bail!(
                     "model {}: decoder {:?} cannot compute condition {c:?}",
                     self.name,
                     self.output.decoder
+                );
+            }
+        }
+        match (self.output.decoder, &self.output.detector) {
+            (DecoderKind::Simcc, None) => bail!(
+                "model {}: a simcc pose model needs `detector = \"NAME\"` in [output], naming a yolox entry",
+                self.name
+            ),
+            (DecoderKind::Simcc, Some(_)) => {
+                if !matches!(self.input.size, SizePolicy::Fixed { .. }) {
+                    bail!(
+                        "model {}: a simcc pose model crops to a fixed size: use size = {{ policy = \"fixed\", width = W, height = H }}",
+                        self.name
+                    );
+                }
+            }
+            (_, Some(_)) => bail!(
+                "model {}: only a simcc pose model names a detector",
+                self.name
+            ),
+            _ => {}
+        }
+        if self.output.decoder == DecoderKind::Yolox {
+            if !self.conditions.is_empty() {
+                bail!(
+                    "model {}: a yolox detector computes no condition itself (conditions = []); a simcc entry names it as its detector",
+                    self.name
+                );
+            }
+            if !matches!(self.input.size, SizePolicy::Letterbox { .. } | SizePolicy::Fixed { .. }) {
+                bail!(
+                    "model {}: a yolox detector needs a letterbox or fixed input size",
+                    self.name
                 );
             }
         }
@@ -299,6 +416,25 @@ impl Registry {
                 self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         }
+    }
+
+    /// The detector entry a `simcc` pose entry names (checked to be a `yolox` entry).
+    pub fn detector_of(&self, entry: &ModelEntry) -> Result<Option<&ModelEntry>> {
+        let Some(name) = &entry.output.detector else {
+            return Ok(None);
+        };
+        let d = self.get(name).with_context(|| {
+            format!("model {}: its detector {name:?} is not a known model", entry.name)
+        })?;
+        if d.output.decoder != DecoderKind::Yolox {
+            bail!(
+                "model {}: its detector {} has decoder {:?}, not yolox",
+                entry.name,
+                d.name,
+                d.output.decoder
+            );
+        }
+        Ok(Some(d))
     }
 
     /// The default model of a condition.
@@ -415,8 +551,25 @@ pub fn verify_file(entry: &ModelEntry, path: &Path) -> Result<String> {
 
 /// `prep models add`: copy `file` into the cache and register it with the I/O spec of
 /// `like`, pinned to its sha256. Returns the new entry.
-pub fn add(reg: &Registry, name: &str, file: &Path, like: &str) -> Result<ModelEntry> {
-    let base = reg.resolve_like(like)?.clone();
+pub fn add(
+    reg: &Registry,
+    name: &str,
+    file: &Path,
+    like: &str,
+    detector: Option<&str>,
+) -> Result<ModelEntry> {
+    let mut base = reg.resolve_like(like)?.clone();
+    if let Some(d) = detector {
+        if base.output.decoder != DecoderKind::Simcc {
+            bail!(
+                "--detector {d}: only a two-stage pose model (decoder simcc, e.g. --like dwpose-ll) has a detector; {} has decoder {:?}",
+                base.name,
+                base.output.decoder
+            );
+        }
+        base.output.detector = Some(d.to_string());
+        reg.detector_of(&base)?;
+    }
     let (sha, bytes) = sha256_file(file)?;
     let mut entry = ModelEntry {
         name: name.to_string(),
@@ -509,7 +662,7 @@ mod tests {
         let reg = Registry::load_from(dir.path().join("models")).unwrap();
         let f = dir.path().join("m.onnx");
         std::fs::write(&f, b"not really onnx but bytes").unwrap();
-        let e = add(&reg, "mine", &f, "depth").unwrap();
+        let e = add(&reg, "mine", &f, "depth", None).unwrap();
         assert_eq!(e.output.decoder, DecoderKind::Depth);
         assert_eq!(e.bytes, Some(25));
         let reg = Registry::load_from(dir.path().join("models")).unwrap();
