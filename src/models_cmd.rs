@@ -20,7 +20,8 @@ pub struct ModelsArgs {
 pub enum ModelsCommand {
     /// List known models: conditions, pin, whether the file is cached.
     List,
-    /// Download a model into the cache (PREP_CACHE) and check its sha256.
+    /// Download a model into the cache (PREP_CACHE) and check its sha256 (a two-stage pose
+    /// model: its detector too).
     Fetch {
         name: String,
         /// Seconds without progress before a download is abandoned.
@@ -67,6 +68,15 @@ pub enum ModelsCommand {
     },
 }
 
+/// What an entry computes: its conditions, with its detector, or "person detector".
+fn serves(e: &models::ModelEntry) -> String {
+    match (&e.output.detector, e.conditions.is_empty()) {
+        (_, true) => "person detector".to_string(),
+        (Some(d), false) => format!("{} (+{d})", e.conditions.join(",")),
+        (None, false) => e.conditions.join(","),
+    }
+}
+
 pub fn run(args: ModelsArgs) -> Result<()> {
     let reg = Registry::load()?;
     match args.command {
@@ -79,7 +89,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 println!(
                     "{:<22} {:<16} {:<10} {:<8} {:<7} {}",
                     name,
-                    e.conditions.join(","),
+                    serves(e),
                     format!("{:?}", e.output.decoder).to_lowercase(),
                     match origin {
                         Origin::Builtin => "builtin",
@@ -101,24 +111,31 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             if timeout.is_nan() || timeout <= 0.0 {
                 bail!("--timeout must be positive");
             }
-            let f = models::fetch::fetch(&reg, e, Duration::from_secs_f64(timeout))?;
-            eprintln!(
-                "{} {}: {} ({} bytes, sha256 {}){}",
-                if f.cached {
-                    "already cached"
-                } else {
-                    "fetched"
-                },
-                name,
-                f.path.display(),
-                f.bytes,
-                f.sha256,
-                if f.pinned_now {
-                    "; the entry had no pin and is now pinned to this file"
-                } else {
-                    ""
-                }
-            );
+            // A two-stage pose model needs its detector too.
+            let mut wanted = vec![e];
+            if let Some(d) = reg.detector_of(e)? {
+                wanted.push(d);
+            }
+            for e in wanted {
+                let f = models::fetch::fetch(&reg, e, Duration::from_secs_f64(timeout))?;
+                eprintln!(
+                    "{} {}: {} ({} bytes, sha256 {}){}",
+                    if f.cached {
+                        "already cached"
+                    } else {
+                        "fetched"
+                    },
+                    e.name,
+                    f.path.display(),
+                    f.bytes,
+                    f.sha256,
+                    if f.pinned_now {
+                        "; the entry had no pin and is now pinned to this file"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(())
         }
         ModelsCommand::Verify { name } => {
@@ -171,7 +188,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             }
             eprintln!(
                 "added model {name} ({}; spec of {like}), sha256 {}, cached at {}",
-                entry.conditions.join(","),
+                serves(&entry),
                 entry.sha256.as_deref().unwrap_or(""),
                 reg.cached_file(&name).display()
             );

@@ -41,11 +41,7 @@ pub fn yolox_persons(
     ratio: f32,
 ) -> Result<Vec<Detection>, String> {
     let (iw, ih) = p.input;
-    let grids: Vec<(u32, u32, u32)> = p
-        .strides
-        .iter()
-        .map(|&s| (iw / s, ih / s, s))
-        .collect();
+    let grids: Vec<(u32, u32, u32)> = p.strides.iter().map(|&s| (iw / s, ih / s, s)).collect();
     let anchors: usize = grids.iter().map(|&(gw, gh, _)| (gw * gh) as usize).sum();
     if cols < 5 + p.person_class + 1 || out.len() != anchors * cols {
         return Err(format!(

@@ -6,8 +6,8 @@
 
 mod canny;
 mod color;
-mod keypose;
 pub mod dwpose;
+mod keypose;
 pub mod model;
 mod seg;
 

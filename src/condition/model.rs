@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use image::{GrayImage, RgbImage};
 use ndarray::{ArrayD, Axis, IxDyn};
 
-use super::{draw_keypose, ConditionKind, KeyposeStyle};
 use super::dwpose::{simcc_keypoints, yolox_persons, PoseCrop, YoloxParams};
+use super::{draw_keypose, ConditionKind, KeyposeStyle};
 use crate::cvops::linear::resize_linear_u8;
 use crate::cvops::resize::resize_cubic_u8;
 use crate::error::RowFailure;
@@ -511,9 +511,7 @@ impl LoadedModel {
             };
             let dims = first.dims;
             let mut j = i + 1;
-            while j < inputs.len()
-                && j - i < max_batch
-                && inputs[j].is_some_and(|x| x.dims == dims)
+            while j < inputs.len() && j - i < max_batch && inputs[j].is_some_and(|x| x.dims == dims)
             {
                 j += 1;
             }
@@ -669,20 +667,21 @@ impl ModelSet {
         det: &LoadedModel,
         rows: &mut [&mut Pending],
     ) -> Result<()> {
-        let inputs: Vec<Option<&ModelInput>> =
-            rows.iter().map(|r| r.inputs[mi].as_ref()).collect();
+        let inputs: Vec<Option<&ModelInput>> = rows.iter().map(|r| r.inputs[mi].as_ref()).collect();
         let dets = det.run_grouped(&inputs, self.settings.batch_size, &[det.output])?;
         let yp = det.yolox_params();
         let out = &m.entry.output;
         let SizePolicy::Fixed { width, height } = m.entry.input.size else {
-            bail!("model {}: a simcc model needs a fixed input size", m.entry.name);
+            bail!(
+                "model {}: a simcc model needs a fixed input size",
+                m.entry.name
+            );
         };
         let padding = out.bbox_padding.unwrap_or(1.25);
         // Every crop of the chunk: (row, crop geometry, model input).
         let mut crops: Vec<(usize, PoseCrop, ModelInput)> = Vec::new();
         for (ri, (r, o)) in rows.iter().zip(dets).enumerate() {
-            let (Some(mut o), Some(input), Some(img)) = (o, r.inputs[mi].as_ref(), &r.image)
-            else {
+            let (Some(mut o), Some(input), Some(img)) = (o, r.inputs[mi].as_ref(), &r.image) else {
                 continue;
             };
             let o = o.pop().context("no detector output")?;
@@ -725,7 +724,11 @@ impl ModelSet {
         for ((ri, crop, _), o) in crops.iter().zip(outs) {
             let o = o.context("no pose output")?;
             let (x, y) = (&o[0], &o[1]);
-            let k = x.shape().get(x.ndim().saturating_sub(2)).copied().unwrap_or(0);
+            let k = x
+                .shape()
+                .get(x.ndim().saturating_sub(2))
+                .copied()
+                .unwrap_or(0);
             if x.ndim() < 2 || y.ndim() < 2 || y.shape()[y.ndim() - 2] != k {
                 bail!(
                     "model {}: expected simcc_x [N, K, Wx] and simcc_y [N, K, Wy], got {:?} and {:?}",
@@ -1008,8 +1011,7 @@ impl ModelSet {
                         }
                     };
                     let mut loaded = LoadedModel::open(&entry, path, opts)?;
-                    if let (Some(dname), Some(dsha)) = (&choice.detector, &choice.detector_sha256)
-                    {
+                    if let (Some(dname), Some(dsha)) = (&choice.detector, &choice.detector_sha256) {
                         let mut dentry = reg.get(dname)?.clone();
                         if dentry.sha256.as_deref() != Some(dsha.as_str()) {
                             dentry.sha256 = Some(dsha.clone());

@@ -141,8 +141,12 @@ pub fn warp_affine_linear_u8(
     const TAB: i64 = 1 << INTER_BITS;
     const ROUND_DELTA: i64 = (1 << AB_BITS) / TAB / 2;
     let sat_i32 = |v: f64| v.round_ties_even().clamp(i32::MIN as f64, i32::MAX as f64) as i64;
-    let adelta: Vec<i64> = (0..dw).map(|x| sat_i32(m[0] * x as f64 * AB_SCALE)).collect();
-    let bdelta: Vec<i64> = (0..dw).map(|x| sat_i32(m[3] * x as f64 * AB_SCALE)).collect();
+    let adelta: Vec<i64> = (0..dw)
+        .map(|x| sat_i32(m[0] * x as f64 * AB_SCALE))
+        .collect();
+    let bdelta: Vec<i64> = (0..dw)
+        .map(|x| sat_i32(m[3] * x as f64 * AB_SCALE))
+        .collect();
     let mut out = vec![0u8; dw * dh * ch];
     let (wi, hi) = (w as i64, h as i64);
     for y in 0..dh {

@@ -314,14 +314,15 @@ impl ModelEntry {
                 "model {}: a simcc pose model needs `detector = \"NAME\"` in [output], naming a yolox entry",
                 self.name
             ),
-            (DecoderKind::Simcc, Some(_)) => {
-                if !matches!(self.input.size, SizePolicy::Fixed { .. }) {
-                    bail!(
-                        "model {}: a simcc pose model crops to a fixed size: use size = {{ policy = \"fixed\", width = W, height = H }}",
-                        self.name
-                    );
-                }
+            (DecoderKind::Simcc, Some(_))
+                if !matches!(self.input.size, SizePolicy::Fixed { .. }) =>
+            {
+                bail!(
+                    "model {}: a simcc pose model crops to a fixed size: use size = {{ policy = \"fixed\", width = W, height = H }}",
+                    self.name
+                );
             }
+            (DecoderKind::Simcc, Some(_)) => {}
             (_, Some(_)) => bail!(
                 "model {}: only a simcc pose model names a detector",
                 self.name
@@ -335,7 +336,10 @@ impl ModelEntry {
                     self.name
                 );
             }
-            if !matches!(self.input.size, SizePolicy::Letterbox { .. } | SizePolicy::Fixed { .. }) {
+            if !matches!(
+                self.input.size,
+                SizePolicy::Letterbox { .. } | SizePolicy::Fixed { .. }
+            ) {
                 bail!(
                     "model {}: a yolox detector needs a letterbox or fixed input size",
                     self.name
@@ -424,7 +428,10 @@ impl Registry {
             return Ok(None);
         };
         let d = self.get(name).with_context(|| {
-            format!("model {}: its detector {name:?} is not a known model", entry.name)
+            format!(
+                "model {}: its detector {name:?} is not a known model",
+                entry.name
+            )
         })?;
         if d.output.decoder != DecoderKind::Yolox {
             bail!(
@@ -654,6 +661,44 @@ mod tests {
         assert!(reg.resolve_like("color").is_err());
         let err = reg.get("nope").unwrap_err().to_string();
         assert!(err.contains("prep models add"), "{err}");
+    }
+
+    #[test]
+    fn dwpose_pair_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::load_from(dir.path().to_path_buf()).unwrap();
+        let pose = reg.get("dwpose-ll").unwrap();
+        assert_eq!(pose.output.decoder, DecoderKind::Simcc);
+        let det = reg.detector_of(pose).unwrap().unwrap();
+        assert_eq!(det.name, "yolox-l");
+        assert_eq!(
+            det.input.size,
+            SizePolicy::Letterbox {
+                width: 640,
+                height: 640,
+                align: Align::TopLeft,
+                rounding: Rounding::Floor
+            }
+        );
+        assert_eq!(
+            (det.input.interpolation, det.input.pad_value),
+            (Interpolation::Linear, 114.0)
+        );
+        assert!(reg.detector_of(reg.get("hed").unwrap()).unwrap().is_none());
+        // A simcc entry without a detector, or a detector that serves a condition, is refused.
+        let text = pose.to_toml().unwrap();
+        let no_det = text.replace("detector = \"yolox-l\"\n", "");
+        let err = format!("{:#}", ModelEntry::parse(&no_det, "x.toml").unwrap_err());
+        assert!(err.contains("needs `detector"), "{err}");
+        let det_text = det
+            .to_toml()
+            .unwrap()
+            .replace("conditions = []", "conditions = [\"keypose\"]");
+        let err = format!("{:#}", ModelEntry::parse(&det_text, "y.toml").unwrap_err());
+        assert!(
+            err.contains("cannot compute") || err.contains("no condition"),
+            "{err}"
+        );
     }
 
     #[test]
