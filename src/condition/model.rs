@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use image::{GrayImage, RgbImage};
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use super::dwpose::{simcc_keypoints, yolox_persons, PoseCrop, YoloxParams};
 use super::{draw_keypose, ConditionKind, KeyposeStyle};
@@ -105,6 +105,11 @@ pub enum InputData {
 
 /// Apply an input contract to an RGB image.
 pub fn prepare(spec: &InputSpec, rgb: &RgbImage) -> ModelInput {
+    prepare_into(spec, rgb, Vec::new())
+}
+
+/// [`prepare`] into a recycled float buffer (its contents are overwritten).
+pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInput {
     let (w, h) = rgb.dimensions();
     let place = Placement::new(&spec.size, w, h);
     let resized;
@@ -155,7 +160,9 @@ pub fn prepare(spec: &InputSpec, rgb: &RgbImage) -> ModelInput {
             let lut: [[f32; 256]; 3] =
                 std::array::from_fn(|c| std::array::from_fn(|p| norm(c, p as f32)));
             let pad: [f32; 3] = std::array::from_fn(|c| norm(c, spec.pad_value));
-            let mut v = vec![0f32; iw * ih * 3];
+            let mut v = buf;
+            v.clear();
+            v.resize(iw * ih * 3, 0.0);
             match spec.layout {
                 Layout::Nchw => {
                     for (c, &sc) in order.iter().enumerate() {
@@ -371,6 +378,8 @@ pub struct LoadedModel {
     /// Declared input shape (`-1` dynamic).
     declared: Vec<i64>,
     net: Mutex<Net>,
+    /// The reused batch input buffers (f32, i32).
+    scratch: Mutex<(Vec<f32>, Vec<i32>)>,
     /// `simcc`: the person detector whose boxes are cropped.
     pub detector: Option<Box<LoadedModel>>,
 }
@@ -398,7 +407,13 @@ pub struct ModelSet {
     pub models: Vec<LoadedModel>,
     pub uses: Vec<ModelUse>,
     pub settings: ModelSettings,
+    /// Per-image float input buffers handed back by `infer` for the next `prepare`
+    /// (bounded by [`POOL_MAX`]): no fresh multi-megabyte allocation per image.
+    pub pool: Mutex<Vec<Vec<f32>>>,
 }
+
+/// Most recycled input buffers kept.
+const POOL_MAX: usize = 64;
 
 impl LoadedModel {
     /// Verify `path` against the entry's pin, open a session and check the I/O contract.
@@ -474,6 +489,7 @@ impl LoadedModel {
             output_y,
             declared: input.shape.clone(),
             net: Mutex::new(net),
+            scratch: Mutex::new((Vec::new(), Vec::new())),
             detector: None,
         })
     }
@@ -519,42 +535,36 @@ impl LoadedModel {
             let shape = [n, dims[0], dims[1], dims[2]];
             self.check_shape(&shape)?;
             let len = n * dims.iter().product::<usize>();
+            // One batch buffer per model, reused (no per-batch allocation and page faults).
+            let mut scratch = self
+                .scratch
+                .lock()
+                .map_err(|_| anyhow::anyhow!("model {}: buffer lock poisoned", self.entry.name))?;
+            let (f, int) = &mut *scratch;
             let outs = match &first.data {
                 InputData::F32(_) => {
-                    let mut buf = Vec::with_capacity(len);
+                    f.clear();
+                    f.reserve(len);
                     for x in inputs[i..j].iter().flatten() {
                         if let InputData::F32(d) = &x.data {
-                            buf.extend_from_slice(d);
+                            f.extend_from_slice(d);
                         }
                     }
-                    net.run(&self.input_name, &shape, Batch::F32(&buf), outputs)?
+                    net.run_split(&self.input_name, &shape, Batch::F32(f), outputs, n)?
                 }
                 InputData::I32(_) => {
-                    let mut buf = Vec::with_capacity(len);
+                    int.clear();
+                    int.reserve(len);
                     for x in inputs[i..j].iter().flatten() {
                         if let InputData::I32(d) = &x.data {
-                            buf.extend_from_slice(d);
+                            int.extend_from_slice(d);
                         }
                     }
-                    net.run(&self.input_name, &shape, Batch::I32(&buf), outputs)?
+                    net.run_split(&self.input_name, &shape, Batch::I32(int), outputs, n)?
                 }
             };
             let mut per_output: Vec<std::vec::IntoIter<ArrayD<f32>>> =
-                Vec::with_capacity(outs.len());
-            for out in outs {
-                let split: Vec<ArrayD<f32>> = if out.ndim() > 0 && out.shape()[0] == n {
-                    out.axis_iter(Axis(0)).map(|a| a.to_owned()).collect()
-                } else if n == 1 {
-                    vec![out]
-                } else {
-                    bail!(
-                        "model {}: output shape {:?} has no batch dimension of {n}",
-                        self.entry.name,
-                        out.shape()
-                    );
-                };
-                per_output.push(split.into_iter());
-            }
+                outs.into_iter().map(|o| o.into_iter()).collect();
             for slot in res[i..j].iter_mut() {
                 *slot = Some(per_output.iter_mut().filter_map(|o| o.next()).collect());
             }
@@ -629,7 +639,8 @@ impl ModelSet {
                         Some(d) => &d.entry.input,
                         None => &m.entry.input,
                     };
-                    Some(prepare(spec, rgb))
+                    let buf = self.pool.lock().ok().and_then(|mut p| p.pop());
+                    Some(prepare_into(spec, rgb, buf.unwrap_or_default()))
                 })
                 .collect(),
             outputs: self.models.iter().map(|_| None).collect(),
@@ -651,9 +662,23 @@ impl ModelSet {
             let inputs: Vec<Option<&ModelInput>> =
                 rows.iter().map(|r| r.inputs[mi].as_ref()).collect();
             let outs = m.run_grouped(&inputs, self.settings.batch_size, &[m.output])?;
+            let mut pool = self.pool.lock().ok();
             for (r, o) in rows.iter_mut().zip(outs) {
                 if let Some(mut o) = o {
                     r.outputs[mi] = o.pop();
+                }
+                // The input is in the batch now: recycle its buffer.
+                if let (
+                    Some(pool),
+                    Some(ModelInput {
+                        data: InputData::F32(v),
+                        ..
+                    }),
+                ) = (pool.as_mut(), r.inputs[mi].as_mut())
+                {
+                    if pool.len() < POOL_MAX {
+                        pool.push(std::mem::take(v));
+                    }
                 }
             }
         }
@@ -1050,6 +1075,7 @@ impl ModelSet {
             });
         }
         Ok(Some(ModelSet {
+            pool: Mutex::new(Vec::new()),
             models,
             uses,
             settings: ModelSettings {
