@@ -333,6 +333,60 @@ fn dwpose_entries_need_their_detector() {
         err.contains("yolox-l") && err.contains("prep models fetch yolox-l"),
         "{err}"
     );
+    // With the pair registered, a --model-file for the detector is checked against the
+    // detector's pin: another file is refused, naming the detector.
+    ok(prep_in(
+        &cache,
+        &[
+            "models",
+            "add",
+            "det-fx",
+            "--file",
+            fixture("yolox.onnx").to_str().unwrap(),
+            "--like",
+            "yolox-l",
+        ],
+    ));
+    ok(prep_in(
+        &cache,
+        &[
+            "models",
+            "add",
+            "pose-ok",
+            "--file",
+            fixture("simcc.onnx").to_str().unwrap(),
+            "--like",
+            "dwpose-ll",
+            "--detector",
+            "det-fx",
+        ],
+    ));
+    let o = prep_in(
+        &cache,
+        &[
+            "build",
+            "--source",
+            "folder",
+            "--input",
+            input.to_str().unwrap(),
+            "--condition",
+            "keypose",
+            "--model",
+            "keypose=pose-ok",
+            "--keypose-from",
+            "model",
+            "--model-file",
+            &format!("det-fx={}", fixture("simcc.onnx").display()),
+            "--out",
+            dir.path().join("o2").to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("model det-fx") && err.contains("refusing to load"),
+        "{err}"
+    );
     // --detector must name a yolox entry.
     let o = prep_in(
         &cache,
