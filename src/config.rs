@@ -172,6 +172,11 @@ pub struct ModelChoice {
     pub condition: String,
     pub model: String,
     pub sha256: String,
+    /// A two-stage pose model's person detector and its pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector_sha256: Option<String>,
 }
 
 /// How this process shares the shard list with others: it takes the shards whose index

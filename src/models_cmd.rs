@@ -20,7 +20,8 @@ pub struct ModelsArgs {
 pub enum ModelsCommand {
     /// List known models: conditions, pin, whether the file is cached.
     List,
-    /// Download a model into the cache (PREP_CACHE) and check its sha256.
+    /// Download a model into the cache (PREP_CACHE) and check its sha256 (a two-stage pose
+    /// model: its detector too).
     Fetch {
         name: String,
         /// Seconds without progress before a download is abandoned.
@@ -38,6 +39,10 @@ pub enum ModelsCommand {
         /// A model name or a condition (hed, sketch, depth, keypose) whose spec it shares.
         #[arg(long, value_name = "MODEL_OR_CONDITION")]
         like: String,
+        /// For a two-stage pose model (like dwpose-ll): the detector entry whose boxes it
+        /// crops (default: the detector of the --like entry).
+        #[arg(long, value_name = "MODEL")]
+        detector: Option<String>,
     },
     /// Time a model alone on ready input tensors (images/s), with build's session settings.
     Bench {
@@ -63,6 +68,19 @@ pub enum ModelsCommand {
     },
 }
 
+/// What an entry computes: its conditions, with its detector, or "person detector".
+fn serves(e: &models::ModelEntry) -> String {
+    match (&e.output.detector, e.conditions.is_empty()) {
+        (_, true) => match e.output.decoder {
+            models::DecoderKind::Yolox => "person detector".to_string(),
+            models::DecoderKind::TextFeatures => "text features (eval)".to_string(),
+            _ => "features (eval)".to_string(),
+        },
+        (Some(d), false) => format!("{} (+{d})", e.conditions.join(",")),
+        (None, false) => e.conditions.join(","),
+    }
+}
+
 pub fn run(args: ModelsArgs) -> Result<()> {
     let reg = Registry::load()?;
     match args.command {
@@ -75,11 +93,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 println!(
                     "{:<22} {:<16} {:<14} {:<8} {:<7} {}",
                     name,
-                    if e.conditions.is_empty() {
-                        "(eval)".to_string()
-                    } else {
-                        e.conditions.join(",")
-                    },
+                    serves(e),
                     serde_json::to_value(e.output.decoder)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
@@ -104,24 +118,31 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             if timeout.is_nan() || timeout <= 0.0 {
                 bail!("--timeout must be positive");
             }
-            let f = models::fetch::fetch(&reg, e, Duration::from_secs_f64(timeout))?;
-            eprintln!(
-                "{} {}: {} ({} bytes, sha256 {}){}",
-                if f.cached {
-                    "already cached"
-                } else {
-                    "fetched"
-                },
-                name,
-                f.path.display(),
-                f.bytes,
-                f.sha256,
-                if f.pinned_now {
-                    "; the entry had no pin and is now pinned to this file"
-                } else {
-                    ""
-                }
-            );
+            // A two-stage pose model needs its detector too.
+            let mut wanted = vec![e];
+            if let Some(d) = reg.detector_of(e)? {
+                wanted.push(d);
+            }
+            for e in wanted {
+                let f = models::fetch::fetch(&reg, e, Duration::from_secs_f64(timeout))?;
+                eprintln!(
+                    "{} {}: {} ({} bytes, sha256 {}){}",
+                    if f.cached {
+                        "already cached"
+                    } else {
+                        "fetched"
+                    },
+                    e.name,
+                    f.path.display(),
+                    f.bytes,
+                    f.sha256,
+                    if f.pinned_now {
+                        "; the entry had no pin and is now pinned to this file"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(())
         }
         ModelsCommand::Verify { name } => {
@@ -153,11 +174,16 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             }
             Ok(())
         }
-        ModelsCommand::Add { name, file, like } => {
+        ModelsCommand::Add {
+            name,
+            file,
+            like,
+            detector,
+        } => {
             if !file.is_file() {
                 bail!("--file {}: not a file", file.display());
             }
-            let entry = models::add(&reg, &name, &file, &like)?;
+            let entry = models::add(&reg, &name, &file, &like, detector.as_deref())?;
             // Check now that ONNX Runtime loads it and its input fits the spec.
             let check = match &entry.text {
                 // A text model: the session opens and has the token-ids input.
@@ -178,13 +204,9 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 let _ = std::fs::remove_file(reg.cached_file(&name));
                 return Err(e.context(format!("model {name} was not added")));
             }
-            let role = if entry.conditions.is_empty() {
-                "feature model".to_string()
-            } else {
-                entry.conditions.join(",")
-            };
             eprintln!(
-                "added model {name} ({role}; spec of {like}), sha256 {}, cached at {}",
+                "added model {name} ({}; spec of {like}), sha256 {}, cached at {}",
+                serves(&entry),
                 entry.sha256.as_deref().unwrap_or(""),
                 reg.cached_file(&name).display()
             );

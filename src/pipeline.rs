@@ -523,6 +523,11 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         models: models.clone(),
     };
     let chunk_size = threads * 4;
+    // With a model, the first chunk is one batch, so inference starts as early as possible.
+    let mut limit = match &models {
+        Some(m) => m.settings.batch_size.clamp(1, chunk_size),
+        None => chunk_size,
+    };
     let mut chunk: Vec<Loaded> = Vec::new();
     let mut fatal: Option<anyhow::Error> = None;
     let mut skipped = Vec::new();
@@ -552,8 +557,11 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
                     }
                 }
                 chunk.push((k, rec, bytes));
-                if chunk.len() >= chunk_size && !flush(&mut chunk, &mut live) {
-                    break;
+                if chunk.len() >= limit {
+                    limit = chunk_size;
+                    if !flush(&mut chunk, &mut live) {
+                        break;
+                    }
                 }
             }
             LoadedMsg::EndShard(k, n) => {

@@ -6,6 +6,7 @@
 
 mod canny;
 mod color;
+pub mod dwpose;
 mod keypose;
 pub mod model;
 mod seg;

@@ -12,13 +12,16 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use image::{GrayImage, RgbImage};
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
+use super::dwpose::{simcc_keypoints, yolox_persons, PoseCrop, YoloxParams};
 use super::{draw_keypose, ConditionKind, KeyposeStyle};
+use crate::cvops::linear::resize_linear_u8;
 use crate::cvops::resize::resize_cubic_u8;
 use crate::error::RowFailure;
 use crate::models::{
-    Align, ChannelOrder, DType, DecoderKind, Fit, InputSpec, Layout, ModelEntry, SizePolicy,
+    Align, ChannelOrder, DType, DecoderKind, Fit, InputSpec, Layout, ModelEntry, Resample,
+    Rounding, SizePolicy,
 };
 use crate::record::Person;
 use crate::runtime::{Batch, ElemType, Net, RuntimeOptions};
@@ -52,10 +55,15 @@ impl Placement {
                 width,
                 height,
                 align,
+                rounding,
             } => {
                 let s = (width as f64 / w as f64).min(height as f64 / h as f64);
-                let cw = ((w as f64 * s).round() as u32).clamp(1, width);
-                let ch = ((h as f64 * s).round() as u32).clamp(1, height);
+                let r = |v: f64| match rounding {
+                    Rounding::Round => v.round(),
+                    Rounding::Floor => v.floor(),
+                };
+                let cw = (r(w as f64 * s) as u32).clamp(1, width);
+                let ch = (r(h as f64 * s) as u32).clamp(1, height);
                 let off = match align {
                     Align::Center => ((width - cw) / 2, (height - ch) / 2),
                     Align::TopLeft => (0, 0),
@@ -69,6 +77,11 @@ impl Placement {
             content,
             off,
         }
+    }
+
+    /// The letterbox scale `min(input_w / w, input_h / h)` (YOLOX's `ratio`).
+    pub fn ratio(&self) -> f64 {
+        (self.input.0 as f64 / self.orig.0 as f64).min(self.input.1 as f64 / self.orig.1 as f64)
     }
 
     /// A point in model-input pixels → preprocessed-image pixels.
@@ -95,13 +108,23 @@ pub enum InputData {
 
 /// Apply an input contract to an RGB image.
 pub fn prepare(spec: &InputSpec, rgb: &RgbImage) -> ModelInput {
+    prepare_into(spec, rgb, Vec::new())
+}
+
+/// [`prepare`] into a recycled float buffer (its contents are overwritten).
+pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInput {
     let (w, h) = rgb.dimensions();
     let place = Placement::new(&spec.size, w, h);
     let resized;
     let content: &[u8] = if place.content == (w, h) {
         rgb.as_raw()
     } else {
-        resized = resize_cubic_u8(
+        // Condition models use the cv2 filters (the manifest check refuses the others).
+        let resize = match spec.resample {
+            Resample::CvLinear => resize_linear_u8,
+            _ => resize_cubic_u8,
+        };
+        resized = resize(
             rgb.as_raw(),
             w as usize,
             h as usize,
@@ -141,7 +164,9 @@ pub fn prepare(spec: &InputSpec, rgb: &RgbImage) -> ModelInput {
             let lut: [[f32; 256]; 3] =
                 std::array::from_fn(|c| std::array::from_fn(|p| norm(c, p as f32)));
             let pad: [f32; 3] = std::array::from_fn(|c| norm(c, spec.pad_value));
-            let mut v = vec![0f32; iw * ih * 3];
+            let mut v = buf;
+            v.clear();
+            v.resize(iw * ih * 3, 0.0);
             match spec.layout {
                 Layout::Nchw => {
                     for (c, &sc) in order.iter().enumerate() {
@@ -352,15 +377,25 @@ pub struct LoadedModel {
     pub path: PathBuf,
     input_name: String,
     output: usize,
+    /// `simcc`: the y output.
+    output_y: Option<usize>,
     /// Declared input shape (`-1` dynamic).
     declared: Vec<i64>,
     net: Mutex<Net>,
+    /// The reused batch input buffers (f32, i32).
+    scratch: Mutex<(Vec<f32>, Vec<i32>)>,
+    /// `simcc`: the person detector whose boxes are cropped.
+    pub detector: Option<Box<LoadedModel>>,
 }
 
 /// The per-row state between the three stages.
 pub struct Pending {
     inputs: Vec<Option<ModelInput>>,
     outputs: Vec<Option<ArrayD<f32>>>,
+    /// Two-stage pose models: the persons found (COCO-17 body keypoints).
+    poses: Vec<Option<Vec<Person>>>,
+    /// The preprocessed image, kept when a pose model crops it.
+    image: Option<RgbImage>,
 }
 
 /// Per-run settings of the model conditions.
@@ -376,7 +411,13 @@ pub struct ModelSet {
     pub models: Vec<LoadedModel>,
     pub uses: Vec<ModelUse>,
     pub settings: ModelSettings,
+    /// Per-image float input buffers handed back by `infer` for the next `prepare`
+    /// (bounded by [`POOL_MAX`]): no fresh multi-megabyte allocation per image.
+    pub pool: Mutex<Vec<Vec<f32>>>,
 }
+
+/// Most recycled input buffers kept.
+const POOL_MAX: usize = 64;
 
 impl LoadedModel {
     /// Verify `path` against the entry's pin, open a session and check the I/O contract.
@@ -384,7 +425,27 @@ impl LoadedModel {
         let sha256 = crate::models::verify_file(entry, &path)?;
         let net = Net::open(&entry.name, &path, opts)?;
         let input = net.input(entry.input.name.as_deref())?.clone();
-        let output = net.output_index(entry.output.name.as_deref())?;
+        let (output, output_y) = if entry.output.decoder == DecoderKind::Simcc {
+            let x = match entry.output.name.as_deref() {
+                Some(n) => net.output_index(Some(n))?,
+                None => 0,
+            };
+            let y = match entry.output.name_y.as_deref() {
+                Some(n) => net.output_index(Some(n))?,
+                None => x + 1,
+            };
+            if y >= net.outputs.len() || x == y {
+                bail!(
+                    "model {}: {} has outputs {:?}, but a simcc model needs two (simcc_x, simcc_y); name them with `name` and `name_y` in [output]",
+                    entry.name,
+                    path.display(),
+                    net.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>()
+                );
+            }
+            (x, Some(y))
+        } else {
+            (net.output_index(entry.output.name.as_deref())?, None)
+        };
         let want = match entry.input.dtype {
             DType::F32 => ElemType::F32,
             DType::I32 => ElemType::I32,
@@ -434,8 +495,11 @@ impl LoadedModel {
             path,
             input_name: input.name.clone(),
             output,
+            output_y,
             declared: input.shape.clone(),
             net: Mutex::new(net),
+            scratch: Mutex::new((Vec::new(), Vec::new())),
+            detector: None,
         })
     }
 
@@ -460,6 +524,92 @@ impl LoadedModel {
         let mut out = net.run(&self.input_name, shape, data, &[self.output])?;
         out.pop()
             .with_context(|| format!("model {}: no output", self.entry.name))
+    }
+
+    /// Run over `inputs` in batches of consecutive inputs of equal shape (at most
+    /// `batch_size`, or the model's fixed batch); each input's `outputs`, split per image.
+    fn run_grouped(
+        &self,
+        inputs: &[Option<&ModelInput>],
+        batch_size: usize,
+        outputs: &[usize],
+    ) -> Result<Vec<Option<Vec<ArrayD<f32>>>>> {
+        let mut res: Vec<Option<Vec<ArrayD<f32>>>> = inputs.iter().map(|_| None).collect();
+        let max_batch = self.max_batch(batch_size);
+        let mut net = self
+            .net
+            .lock()
+            .map_err(|_| anyhow::anyhow!("model {}: session lock poisoned", self.entry.name))?;
+        let mut i = 0;
+        while i < inputs.len() {
+            let Some(first) = inputs[i] else {
+                i += 1;
+                continue;
+            };
+            let dims = first.dims;
+            let mut j = i + 1;
+            while j < inputs.len() && j - i < max_batch && inputs[j].is_some_and(|x| x.dims == dims)
+            {
+                j += 1;
+            }
+            let n = j - i;
+            let shape = [n, dims[0], dims[1], dims[2]];
+            self.check_shape(&shape)?;
+            let len = n * dims.iter().product::<usize>();
+            // One batch buffer per model, reused (no per-batch allocation and page faults).
+            let mut scratch = self
+                .scratch
+                .lock()
+                .map_err(|_| anyhow::anyhow!("model {}: buffer lock poisoned", self.entry.name))?;
+            let (f, int) = &mut *scratch;
+            let outs = match &first.data {
+                InputData::F32(_) => {
+                    f.clear();
+                    f.reserve(len);
+                    for x in inputs[i..j].iter().flatten() {
+                        if let InputData::F32(d) = &x.data {
+                            f.extend_from_slice(d);
+                        }
+                    }
+                    net.run_split(&self.input_name, &shape, Batch::F32(f), outputs, n)?
+                }
+                InputData::I32(_) => {
+                    int.clear();
+                    int.reserve(len);
+                    for x in inputs[i..j].iter().flatten() {
+                        if let InputData::I32(d) = &x.data {
+                            int.extend_from_slice(d);
+                        }
+                    }
+                    net.run_split(&self.input_name, &shape, Batch::I32(int), outputs, n)?
+                }
+            };
+            let mut per_output: Vec<std::vec::IntoIter<ArrayD<f32>>> =
+                outs.into_iter().map(|o| o.into_iter()).collect();
+            for slot in res[i..j].iter_mut() {
+                *slot = Some(per_output.iter_mut().filter_map(|o| o.next()).collect());
+            }
+            i = j;
+        }
+        Ok(res)
+    }
+
+    /// The YOLOX decoder settings of a detector entry.
+    fn yolox_params(&self) -> YoloxParams {
+        let o = &self.entry.output;
+        let input = match self.entry.input.size {
+            SizePolicy::Letterbox { width, height, .. } | SizePolicy::Fixed { width, height } => {
+                (width, height)
+            }
+            _ => (640, 640),
+        };
+        YoloxParams {
+            input,
+            strides: o.strides.clone().unwrap_or_else(|| vec![8, 16, 32]),
+            person_class: o.person_class.unwrap_or(0),
+            score_threshold: o.score_threshold.unwrap_or(0.3),
+            nms_threshold: o.nms_threshold.unwrap_or(0.45),
+        }
     }
 
     pub fn max_batch(&self, wanted: usize) -> usize {
@@ -497,88 +647,156 @@ impl ModelSet {
         self.uses.iter().any(|u| u.slot == slot)
     }
 
-    /// CPU stage: the model inputs of one preprocessed image (once per model).
+    /// CPU stage: the model inputs of one preprocessed image (once per model; for a
+    /// two-stage pose model, its detector's input, and the image is kept for the crops).
     pub fn prepare(&self, rgb: &RgbImage) -> Pending {
+        let two_stage = self.models.iter().any(|m| m.detector.is_some());
         Pending {
             inputs: self
                 .models
                 .iter()
-                .map(|m| Some(prepare(&m.entry.input, rgb)))
+                .map(|m| {
+                    let spec = match &m.detector {
+                        Some(d) => &d.entry.input,
+                        None => &m.entry.input,
+                    };
+                    let buf = self.pool.lock().ok().and_then(|mut p| p.pop());
+                    Some(prepare_into(spec, rgb, buf.unwrap_or_default()))
+                })
                 .collect(),
             outputs: self.models.iter().map(|_| None).collect(),
+            poses: self.models.iter().map(|_| None).collect(),
+            image: two_stage.then(|| rgb.clone()),
         }
     }
 
     /// Inference stage: run every model over the chunk, in batches of images of equal
-    /// input shape (order kept), and keep each image's output.
+    /// input shape (order kept), and keep each image's output. A two-stage pose model
+    /// runs its detector over the chunk, crops every person found and runs the pose
+    /// model over all crops of the chunk in batches.
     pub fn infer(&self, rows: &mut [&mut Pending]) -> Result<()> {
         for (mi, m) in self.models.iter().enumerate() {
-            let max_batch = m.max_batch(self.settings.batch_size);
-            let mut net = m
-                .net
-                .lock()
-                .map_err(|_| anyhow::anyhow!("model {}: session lock poisoned", m.entry.name))?;
-            let mut i = 0;
-            while i < rows.len() {
-                let Some(first) = rows[i].inputs[mi].as_ref() else {
-                    i += 1;
-                    continue;
-                };
-                let dims = first.dims;
-                let mut j = i + 1;
-                while j < rows.len()
-                    && j - i < max_batch
-                    && rows[j].inputs[mi].as_ref().is_some_and(|x| x.dims == dims)
+            if let Some(det) = &m.detector {
+                self.infer_two_stage(mi, m, det, rows)?;
+                continue;
+            }
+            let inputs: Vec<Option<&ModelInput>> =
+                rows.iter().map(|r| r.inputs[mi].as_ref()).collect();
+            let outs = m.run_grouped(&inputs, self.settings.batch_size, &[m.output])?;
+            let mut pool = self.pool.lock().ok();
+            for (r, o) in rows.iter_mut().zip(outs) {
+                if let Some(mut o) = o {
+                    r.outputs[mi] = o.pop();
+                }
+                // The input is in the batch now: recycle its buffer.
+                if let (
+                    Some(pool),
+                    Some(ModelInput {
+                        data: InputData::F32(v),
+                        ..
+                    }),
+                ) = (pool.as_mut(), r.inputs[mi].as_mut())
                 {
-                    j += 1;
-                }
-                let n = j - i;
-                let shape = [n, dims[0], dims[1], dims[2]];
-                m.check_shape(&shape)?;
-                let out = match &first.data {
-                    InputData::F32(_) => {
-                        let mut buf = Vec::with_capacity(n * dims.iter().product::<usize>());
-                        for r in rows[i..j].iter() {
-                            if let Some(ModelInput {
-                                data: InputData::F32(d),
-                                ..
-                            }) = &r.inputs[mi]
-                            {
-                                buf.extend_from_slice(d);
-                            }
-                        }
-                        net.run(&m.input_name, &shape, Batch::F32(&buf), &[m.output])?
+                    if pool.len() < POOL_MAX {
+                        pool.push(std::mem::take(v));
                     }
-                    InputData::I32(_) => {
-                        let mut buf = Vec::with_capacity(n * dims.iter().product::<usize>());
-                        for r in rows[i..j].iter() {
-                            if let Some(ModelInput {
-                                data: InputData::I32(d),
-                                ..
-                            }) = &r.inputs[mi]
-                            {
-                                buf.extend_from_slice(d);
-                            }
-                        }
-                        net.run(&m.input_name, &shape, Batch::I32(&buf), &[m.output])?
-                    }
-                };
-                let out = out.into_iter().next().context("no output")?;
-                let per_image: Vec<ArrayD<f32>> = if out.ndim() > 0 && out.shape()[0] == n {
-                    out.axis_iter(Axis(0)).map(|a| a.to_owned()).collect()
-                } else if n == 1 {
-                    vec![out]
-                } else {
-                    bail!(
-                        "model {}: output shape {:?} has no batch dimension of {n}",
-                        m.entry.name,
-                        out.shape()
-                    );
-                };
-                for (r, o) in rows[i..j].iter_mut().zip(per_image) {
-                    r.outputs[mi] = Some(o);
                 }
-                i = j;
+            }
+        }
+        Ok(())
+    }
+
+    fn infer_two_stage(
+        &self,
+        mi: usize,
+        m: &LoadedModel,
+        det: &LoadedModel,
+        rows: &mut [&mut Pending],
+    ) -> Result<()> {
+        let inputs: Vec<Option<&ModelInput>> = rows.iter().map(|r| r.inputs[mi].as_ref()).collect();
+        let dets = det.run_grouped(&inputs, self.settings.batch_size, &[det.output])?;
+        let yp = det.yolox_params();
+        let out = &m.entry.output;
+        let SizePolicy::Fixed { width, height } = m.entry.input.size else {
+            bail!(
+                "model {}: a simcc model needs a fixed input size",
+                m.entry.name
+            );
+        };
+        let padding = out.bbox_padding.unwrap_or(1.25);
+        // Every crop of the chunk: (row, crop geometry, model input).
+        let mut crops: Vec<(usize, PoseCrop, ModelInput)> = Vec::new();
+        for (ri, (r, o)) in rows.iter().zip(dets).enumerate() {
+            let (Some(mut o), Some(input), Some(img)) = (o, r.inputs[mi].as_ref(), &r.image) else {
+                continue;
+            };
+            let o = o.pop().context("no detector output")?;
+            let cols = *o.shape().last().unwrap_or(&0);
+            let v: Vec<f32> = o.iter().copied().collect();
+            let ratio = input.place.ratio() as f32;
+            let persons = yolox_persons(&v, cols, &yp, ratio).map_err(|e| {
+                anyhow::anyhow!(
+                    "model {}: output shape {:?}: {e}",
+                    det.entry.name,
+                    o.shape()
+                )
+            })?;
+            let (w, h) = img.dimensions();
+            for d in persons {
+                let crop = PoseCrop::new(d.bbox, padding, (width, height));
+                let px = crop.warp(img.as_raw(), w as usize, h as usize);
+                let cimg = RgbImage::from_raw(width, height, px).context("crop size")?;
+                crops.push((ri, crop, prepare(&m.entry.input, &cimg)));
+            }
+        }
+        for r in rows.iter_mut() {
+            r.poses[mi] = Some(Vec::new());
+        }
+        let inputs: Vec<Option<&ModelInput>> = crops.iter().map(|c| Some(&c.2)).collect();
+        let oy = m.output_y.context("simcc model without a y output")?;
+        let outs = m.run_grouped(&inputs, self.settings.batch_size, &[m.output, oy])?;
+        let split = out.split_ratio.unwrap_or(2.0);
+        let body: Vec<usize> = out
+            .body_keypoints
+            .clone()
+            .unwrap_or_else(|| (0..17).collect());
+        if body.len() != 17 {
+            bail!(
+                "model {}: body_keypoints must list 17 indices (COCO order), got {}",
+                m.entry.name,
+                body.len()
+            );
+        }
+        for ((ri, crop, _), o) in crops.iter().zip(outs) {
+            let o = o.context("no pose output")?;
+            let (x, y) = (&o[0], &o[1]);
+            let k = x
+                .shape()
+                .get(x.ndim().saturating_sub(2))
+                .copied()
+                .unwrap_or(0);
+            if x.ndim() < 2 || y.ndim() < 2 || y.shape()[y.ndim() - 2] != k {
+                bail!(
+                    "model {}: expected simcc_x [N, K, Wx] and simcc_y [N, K, Wy], got {:?} and {:?}",
+                    m.entry.name,
+                    x.shape(),
+                    y.shape()
+                );
+            }
+            let xs: Vec<f32> = x.iter().copied().collect();
+            let ys: Vec<f32> = y.iter().copied().collect();
+            let kps = simcc_keypoints(&xs, &ys, k, split, crop);
+            let mut keypoints = [[0f32; 3]; 17];
+            for (dst, &i) in keypoints.iter_mut().zip(&body) {
+                *dst = *kps.get(i).with_context(|| {
+                    format!(
+                        "model {}: body keypoint {i} of {k} keypoints (body_keypoints)",
+                        m.entry.name
+                    )
+                })?;
+            }
+            if let Some(p) = rows[*ri].poses[mi].as_mut() {
+                p.push(Person { keypoints });
             }
         }
         Ok(())
@@ -595,15 +813,29 @@ impl ModelSet {
         for u in &self.uses {
             let m = &self.models[u.model];
             let name = &m.entry.name;
-            let (Some(out), Some(input)) = (&pending.outputs[u.model], &pending.inputs[u.model])
-            else {
-                return Err(RowFailure::new(
+            let missing = || {
+                RowFailure::new(
                     "internal",
                     format!("model {name} produced no output for this row"),
-                ));
+                )
             };
+            let input = pending.inputs[u.model].as_ref().ok_or_else(missing)?;
             let place = &input.place;
             let (w, h) = place.orig;
+            if m.detector.is_some() {
+                let found = pending.poses[u.model].clone().ok_or_else(missing)?;
+                let style = KeyposeStyle {
+                    score_threshold: m.entry.output.keypoint_threshold.unwrap_or(0.3),
+                    radius: 2,
+                    thickness: 2,
+                    max_persons: self.settings.max_persons,
+                };
+                let img = draw_keypose(w, h, &found, &style);
+                persons = Some(found);
+                conditions[u.slot] = crate::imaging::encode::encode_png(img.as_raw(), w, h, 3)?;
+                continue;
+            }
+            let out = pending.outputs[u.model].as_ref().ok_or_else(missing)?;
             let png = match (m.entry.output.decoder, u.kind) {
                 (DecoderKind::Edge, kind) => {
                     let (_, _, v) = to_image_map(squeeze_map(out, name)?, place, false);
@@ -643,6 +875,12 @@ impl ModelSet {
                             kind.name()
                         ),
                     ));
+                }
+                (DecoderKind::Yolox | DecoderKind::Simcc, _) => {
+                    return Err(RowFailure::new(
+                        "internal",
+                        format!("model {name}: a detector or pose model without its pair"),
+                    ))
                 }
             };
             conditions[u.slot] = png;
@@ -722,10 +960,30 @@ pub fn choose_models(
                 kind.name()
             );
         };
+        let (detector, detector_sha256) = match reg.detector_of(entry)? {
+            Some(d) => {
+                let Some(dsha) = &d.sha256 else {
+                    bail!(
+                        "model {} (the person detector of {}) has no pinned sha256 and no file of yours yet; \
+                         download and pin it with `prep models fetch {}`, or register your file with \
+                         `prep models add {} --file F.onnx --like {}`",
+                        d.name,
+                        entry.name,
+                        d.name,
+                        d.name,
+                        d.name
+                    );
+                };
+                (Some(d.name.clone()), Some(dsha.clone()))
+            }
+            None => (None, None),
+        };
         out.push(crate::config::ModelChoice {
             condition: kind.name().to_string(),
             model: entry.name.clone(),
             sha256: sha.clone(),
+            detector,
+            detector_sha256,
         });
     }
     Ok(out)
@@ -755,7 +1013,13 @@ impl ModelSet {
             let name = name.trim();
             let model = match cfg.models.iter().find(|c| c.condition == name) {
                 Some(c) => c.model.clone(),
-                None if cfg.models.iter().any(|c| c.model == name) => name.to_string(),
+                None if cfg
+                    .models
+                    .iter()
+                    .any(|c| c.model == name || c.detector.as_deref() == Some(name)) =>
+                {
+                    name.to_string()
+                }
                 None => bail!(
                     "--model-file {f:?}: {name} is neither a model of this run ({}) nor one of its model conditions",
                     cfg.models.iter().map(|c| format!("{}={}", c.condition, c.model)).collect::<Vec<_>>().join(", ")
@@ -803,7 +1067,36 @@ impl ModelSet {
                             p
                         }
                     };
-                    models.push(LoadedModel::open(&entry, path, opts)?);
+                    let mut loaded = LoadedModel::open(&entry, path, opts)?;
+                    if let (Some(dname), Some(dsha)) = (&choice.detector, &choice.detector_sha256) {
+                        let mut dentry = reg.get(dname)?.clone();
+                        if dentry.sha256.as_deref() != Some(dsha.as_str()) {
+                            dentry.sha256 = Some(dsha.clone());
+                            dentry.bytes = None;
+                        }
+                        let dpath = match overrides.iter().find(|(n, _)| n == dname) {
+                            Some((_, p)) => p.clone(),
+                            None => {
+                                let p = reg.cached_file(dname);
+                                if !p.is_file() {
+                                    bail!(
+                                        "model {dname} (the person detector of {}) is not in the cache ({}); run `prep models fetch {dname}`, \
+                                         register a file with `prep models add {dname} --file F.onnx --like {dname}`, or pass --model-file {dname}=F.onnx",
+                                        entry.name,
+                                        p.display()
+                                    );
+                                }
+                                p
+                            }
+                        };
+                        loaded.detector = Some(Box::new(LoadedModel::open(&dentry, dpath, opts)?));
+                    } else if entry.output.decoder == DecoderKind::Simcc {
+                        bail!(
+                            "model {}: a simcc pose model needs its detector; this output was started without one (start a new output)",
+                            entry.name
+                        );
+                    }
+                    models.push(loaded);
                     models.len() - 1
                 }
             };
@@ -814,6 +1107,7 @@ impl ModelSet {
             });
         }
         Ok(Some(ModelSet {
+            pool: Mutex::new(Vec::new()),
             models,
             uses,
             settings: ModelSettings {
@@ -859,6 +1153,7 @@ mod tests {
             width: 192,
             height: 192,
             align: Align::Center,
+            rounding: Rounding::Round,
         };
         let p = Placement::new(&lb, 512, 256);
         assert_eq!(p.content, (192, 96));
@@ -875,6 +1170,16 @@ mod tests {
         };
         let p = Placement::new(&m, 80, 64);
         assert_eq!((p.input, p.content), ((96, 64), (80, 64)));
+        // YOLOX: top-left, int(w · r): 300×200 → r = 640/300, content 640×426.
+        let y = SizePolicy::Letterbox {
+            width: 640,
+            height: 640,
+            align: Align::TopLeft,
+            rounding: Rounding::Floor,
+        };
+        let p = Placement::new(&y, 300, 200);
+        assert_eq!((p.content, p.off), ((640, 426), (0, 0)));
+        assert_eq!(p.ratio(), 640.0 / 300.0);
     }
 
     #[test]

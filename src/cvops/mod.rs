@@ -16,6 +16,7 @@
 
 pub mod canny;
 pub mod draw;
+pub mod linear;
 pub mod resize;
 
 /// Test support: loading the `cv2` goldens and re-making their generated inputs.

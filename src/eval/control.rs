@@ -241,6 +241,9 @@ fn extract(
         model_files: a.model_file.clone(),
         batch_size: Some(a.batch_size),
         device: a.device,
+        auto: false,
+        lease: pipeline::DEFAULT_LEASE,
+        remote: Default::default(),
     };
     let s = pipeline::build(&cfg, out, &opts)
         .with_context(|| format!("re-extracting {} from {}", kind.name(), a.gen.display()))?;

@@ -221,6 +221,12 @@ fn resample(img: &RgbImage, filter: Resample, ow: u32, oh: u32) -> Vec<f32> {
             .into_iter()
             .map(f32::from)
             .collect(),
+        Resample::CvLinear => {
+            crate::cvops::linear::resize_linear_u8(img.as_raw(), w, h, 3, ow_, oh_)
+                .into_iter()
+                .map(f32::from)
+                .collect()
+        }
         Resample::PilBicubic => pil_resize_u8(img.as_raw(), w, h, 3, ow_, oh_)
             .into_iter()
             .map(f32::from)

@@ -63,6 +63,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "clip-vit-l14-text.toml",
         include_str!("../../manifests/models/clip-vit-l14-text.toml"),
     ),
+    (
+        "yolox-l.toml",
+        include_str!("../../manifests/models/yolox-l.toml"),
+    ),
+    (
+        "dwpose-ll.toml",
+        include_str!("../../manifests/models/dwpose-ll.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +117,8 @@ pub enum Resample {
     /// `cv2.resize(…, INTER_CUBIC)` on uint8, bit-exact (the condition annotators).
     #[default]
     CvCubic,
+    /// `cv2.resize(…, INTER_LINEAR)` on uint8, bit-exact (YOLOX's letterbox in DWPose).
+    CvLinear,
     /// PyTorch `F.interpolate(mode="bilinear", align_corners=False)` without antialias, on
     /// float (pytorch-fid's Inception input).
     TorchBilinear,
@@ -142,11 +152,30 @@ pub enum SizePolicy {
         width: u32,
         height: u32,
         align: Align,
+        /// How the scaled content size is rounded (`round`, or `floor` as YOLOX's
+        /// `int(w · r)`).
+        #[serde(default, skip_serializing_if = "Rounding::is_round")]
+        rounding: Rounding,
     },
     /// Shorter side resized to `size` (longer side ⌊size·long/short⌋), then the centre
     /// `size × size` crop (torchvision `Resize(size)` + `CenterCrop(size)`, as CLIP
     /// preprocesses). Feature models only.
     ShortSide { size: u32 },
+}
+
+/// Rounding of a letterboxed content size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    #[default]
+    Round,
+    Floor,
+}
+
+impl Rounding {
+    fn is_round(&self) -> bool {
+        *self == Rounding::Round
+    }
 }
 
 /// The model input: `x' = (pixel / divide − mean[c]) / std[c]`, channels in `channels`
@@ -161,7 +190,7 @@ pub struct InputSpec {
     pub channels: ChannelOrder,
     pub dtype: DType,
     pub size: SizePolicy,
-    /// The resize filter (feature models only; conditions use `cv-cubic`).
+    /// The resize filter (conditions: `cv-cubic` or `cv-linear`).
     #[serde(default, skip_serializing_if = "Resample::is_default")]
     pub resample: Resample,
     #[serde(default = "one")]
@@ -239,6 +268,13 @@ pub enum DecoderKind {
     Features,
     /// One embedding per prompt (CLIP text tower `text_embeds`), from `[text]` token ids.
     TextFeatures,
+    /// A YOLOX person detector (`[N, anchors, 5 + classes]`, grid decode over `strides`,
+    /// score = objectness × class, NMS). Serves no condition alone: a `simcc` pose entry
+    /// names it as its `detector`.
+    Yolox,
+    /// A top-down RTMPose/DWPose SimCC pose model run on an affine crop of each box of its
+    /// `detector` (outputs `simcc_x` [N, K, W·r], `simcc_y` [N, K, H·r]).
+    Simcc,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +290,34 @@ pub struct OutputSpec {
     /// A single-pose model's person is drawn only when its mean keypoint score is ≥ this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_threshold: Option<f32>,
+    /// `simcc`: the detector entry (decoder `yolox`) whose boxes are cropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<String>,
+    /// `simcc`: name of the y output (default: the output after `name`, or the second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_y: Option<String>,
+    /// `simcc`: SimCC split ratio (output bins per input pixel; DWPose 2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_ratio: Option<f32>,
+    /// `simcc`: box padding before the aspect fix (DWPose 1.25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox_padding: Option<f32>,
+    /// `simcc`: the model's keypoints that are COCO-17 body keypoints, in COCO order
+    /// (default 0..16: COCO-WholeBody's first 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_keypoints: Option<Vec<usize>>,
+    /// `yolox`: a box is a person when objectness × person class > this (DWPose 0.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f32>,
+    /// `yolox`: NMS IoU threshold (DWPose 0.45).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nms_threshold: Option<f32>,
+    /// `yolox`: grid strides (default 8, 16, 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<Vec<u32>>,
+    /// `yolox`: index of the person class (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_class: Option<usize>,
 }
 
 /// One model manifest.
@@ -321,7 +385,10 @@ impl ModelEntry {
                     Some(ConditionKind::Hed | ConditionKind::Sketch),
                     DecoderKind::Edge
                 ) | (Some(ConditionKind::Depth), DecoderKind::Depth)
-                    | (Some(ConditionKind::Keypose), DecoderKind::Movenet)
+                    | (
+                        Some(ConditionKind::Keypose),
+                        DecoderKind::Movenet | DecoderKind::Simcc
+                    )
             );
             if !ok {
                 bail!(
@@ -351,10 +418,10 @@ impl ModelEntry {
             self.output.decoder,
             DecoderKind::Features | DecoderKind::TextFeatures
         ) && (matches!(self.input.size, SizePolicy::ShortSide { .. })
-            || self.input.resample != Resample::CvCubic)
+            || !matches!(self.input.resample, Resample::CvCubic | Resample::CvLinear))
         {
             bail!(
-                "model {}: size policy \"short-side\" and resample filters other than \"cv-cubic\" are for feature models (decoder \"features\")",
+                "model {}: size policy \"short-side\" and the torch/PIL resample filters are for feature models (decoder \"features\")",
                 self.name
             );
         }
@@ -363,6 +430,43 @@ impl ModelEntry {
         | SizePolicy::Fixed { height: 0, .. } = self.input.size
         {
             bail!("model {}: sizes must be at least 1", self.name);
+        }
+        match (self.output.decoder, &self.output.detector) {
+            (DecoderKind::Simcc, None) => bail!(
+                "model {}: a simcc pose model needs `detector = \"NAME\"` in [output], naming a yolox entry",
+                self.name
+            ),
+            (DecoderKind::Simcc, Some(_))
+                if !matches!(self.input.size, SizePolicy::Fixed { .. }) =>
+            {
+                bail!(
+                    "model {}: a simcc pose model crops to a fixed size: use size = {{ policy = \"fixed\", width = W, height = H }}",
+                    self.name
+                );
+            }
+            (DecoderKind::Simcc, Some(_)) => {}
+            (_, Some(_)) => bail!(
+                "model {}: only a simcc pose model names a detector",
+                self.name
+            ),
+            _ => {}
+        }
+        if self.output.decoder == DecoderKind::Yolox {
+            if !self.conditions.is_empty() {
+                bail!(
+                    "model {}: a yolox detector computes no condition itself (conditions = []); a simcc entry names it as its detector",
+                    self.name
+                );
+            }
+            if !matches!(
+                self.input.size,
+                SizePolicy::Letterbox { .. } | SizePolicy::Fixed { .. }
+            ) {
+                bail!(
+                    "model {}: a yolox detector needs a letterbox or fixed input size",
+                    self.name
+                );
+            }
         }
         if let SizePolicy::Multiple { multiple: 0, .. } = self.input.size {
             bail!("model {}: size multiple must be at least 1", self.name);
@@ -438,6 +542,28 @@ impl Registry {
                 self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         }
+    }
+
+    /// The detector entry a `simcc` pose entry names (checked to be a `yolox` entry).
+    pub fn detector_of(&self, entry: &ModelEntry) -> Result<Option<&ModelEntry>> {
+        let Some(name) = &entry.output.detector else {
+            return Ok(None);
+        };
+        let d = self.get(name).with_context(|| {
+            format!(
+                "model {}: its detector {name:?} is not a known model",
+                entry.name
+            )
+        })?;
+        if d.output.decoder != DecoderKind::Yolox {
+            bail!(
+                "model {}: its detector {} has decoder {:?}, not yolox",
+                entry.name,
+                d.name,
+                d.output.decoder
+            );
+        }
+        Ok(Some(d))
     }
 
     /// The default model of a condition.
@@ -554,8 +680,25 @@ pub fn verify_file(entry: &ModelEntry, path: &Path) -> Result<String> {
 
 /// `prep models add`: copy `file` into the cache and register it with the I/O spec of
 /// `like`, pinned to its sha256. Returns the new entry.
-pub fn add(reg: &Registry, name: &str, file: &Path, like: &str) -> Result<ModelEntry> {
-    let base = reg.resolve_like(like)?.clone();
+pub fn add(
+    reg: &Registry,
+    name: &str,
+    file: &Path,
+    like: &str,
+    detector: Option<&str>,
+) -> Result<ModelEntry> {
+    let mut base = reg.resolve_like(like)?.clone();
+    if let Some(d) = detector {
+        if base.output.decoder != DecoderKind::Simcc {
+            bail!(
+                "--detector {d}: only a two-stage pose model (decoder simcc, e.g. --like dwpose-ll) has a detector; {} has decoder {:?}",
+                base.name,
+                base.output.decoder
+            );
+        }
+        base.output.detector = Some(d.to_string());
+        reg.detector_of(&base)?;
+    }
     let (sha, bytes) = sha256_file(file)?;
     let mut entry = ModelEntry {
         name: name.to_string(),
@@ -643,12 +786,50 @@ mod tests {
     }
 
     #[test]
+    fn dwpose_pair_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::load_from(dir.path().to_path_buf()).unwrap();
+        let pose = reg.get("dwpose-ll").unwrap();
+        assert_eq!(pose.output.decoder, DecoderKind::Simcc);
+        let det = reg.detector_of(pose).unwrap().unwrap();
+        assert_eq!(det.name, "yolox-l");
+        assert_eq!(
+            det.input.size,
+            SizePolicy::Letterbox {
+                width: 640,
+                height: 640,
+                align: Align::TopLeft,
+                rounding: Rounding::Floor
+            }
+        );
+        assert_eq!(
+            (det.input.resample, det.input.pad_value),
+            (Resample::CvLinear, 114.0)
+        );
+        assert!(reg.detector_of(reg.get("hed").unwrap()).unwrap().is_none());
+        // A simcc entry without a detector, or a detector that serves a condition, is refused.
+        let text = pose.to_toml().unwrap();
+        let no_det = text.replace("detector = \"yolox-l\"\n", "");
+        let err = format!("{:#}", ModelEntry::parse(&no_det, "x.toml").unwrap_err());
+        assert!(err.contains("needs `detector"), "{err}");
+        let det_text = det
+            .to_toml()
+            .unwrap()
+            .replace("conditions = []", "conditions = [\"keypose\"]");
+        let err = format!("{:#}", ModelEntry::parse(&det_text, "y.toml").unwrap_err());
+        assert!(
+            err.contains("cannot compute") || err.contains("no condition"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn add_pins_and_verify_refuses_other_files() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::load_from(dir.path().join("models")).unwrap();
         let f = dir.path().join("m.onnx");
         std::fs::write(&f, b"not really onnx but bytes").unwrap();
-        let e = add(&reg, "mine", &f, "depth").unwrap();
+        let e = add(&reg, "mine", &f, "depth", None).unwrap();
         assert_eq!(e.output.decoder, DecoderKind::Depth);
         assert_eq!(e.bytes, Some(25));
         let reg = Registry::load_from(dir.path().join("models")).unwrap();

@@ -296,6 +296,46 @@ impl Net {
         data: Batch<'_>,
         outputs: &[usize],
     ) -> Result<Vec<ArrayD<f32>>> {
+        self.run_with(input, shape, data, outputs, |arr, _| Ok(arr.to_owned()))
+    }
+
+    /// Like [`Net::run`] on a batch of `n` images, each selected output split along its
+    /// first axis into `n` owned per-image arrays, copied once from ONNX Runtime's buffer
+    /// (an output without a batch axis is taken whole when `n == 1`).
+    pub fn run_split(
+        &mut self,
+        input: &str,
+        shape: &[usize],
+        data: Batch<'_>,
+        outputs: &[usize],
+        n: usize,
+    ) -> Result<Vec<Vec<ArrayD<f32>>>> {
+        let name = self.name.clone();
+        self.run_with(input, shape, data, outputs, |arr, i| {
+            if arr.ndim() > 0 && arr.shape()[0] == n {
+                Ok(arr
+                    .axis_iter(ndarray::Axis(0))
+                    .map(|a| a.to_owned())
+                    .collect())
+            } else if n == 1 {
+                Ok(vec![arr.to_owned()])
+            } else {
+                bail!(
+                    "model {name}: output {i} has shape {:?}, without a batch dimension of {n}",
+                    arr.shape()
+                )
+            }
+        })
+    }
+
+    fn run_with<T>(
+        &mut self,
+        input: &str,
+        shape: &[usize],
+        data: Batch<'_>,
+        outputs: &[usize],
+        mut take: impl FnMut(ndarray::ArrayViewD<'_, f32>, usize) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let name = self.name.clone();
         let fail = |e: &dyn std::fmt::Display| {
             anyhow!("model {name}: inference on an input of shape {shape:?} failed: {e}")
@@ -327,7 +367,7 @@ impl Net {
             let arr = v
                 .try_extract_array::<f32>()
                 .map_err(|e| fail(&format!("output {i} is not a float32 tensor: {e}")))?;
-            res.push(arr.to_owned());
+            res.push(take(arr, i)?);
         }
         Ok(res)
     }

@@ -181,6 +181,13 @@ CUBIC_CASES = [
     ("tiny", 10, 4),
     ("simd", 36, 89),
 ]
+# cv2.resize INTER_LINEAR (YOLOX letterbox; "half" is an exact x2 downscale, which cv2
+# runs as INTER_AREA) and cv2.warpAffine INTER_LINEAR (an RTMPose-style crop, 96x128,
+# matrix [s, 0, 48 - s*cx; 0, s, 64 - s*cy] with s = num/den): src/cvops/linear.rs.
+LINEAR_CASES = [("noise96", 160, 106), ("grad640", 150, 100), ("up", 23, 17),
+                ("half", 32, 24), ("tiny", 10, 4), ("shapes", 200, 151)]
+WARP_CASES = [("grad640", 1, 5, 320.0, 213.5), ("grad640", 12, 5, 100.25, 400.75), ("noise96", 3, 1, 48.0, 32.0),
+              ("noise96", 36, 5, 10.5, -3.25), ("shapes", 9, 10, 64.0, 48.0), ("grad640", 2, 7, 700.0, 50.0)]
 NEAREST_CASES = [("eight", 512, 512), ("small", 7, 11), ("grad640", 10, 6)]
 CANNY_CASES = [
     ("shapes", 100, 200),
@@ -310,6 +317,13 @@ def build(have_ipp):
             cv2.ipp.setUseIPP(True)
             files[f"cubic_{name}_{dw}x{dh}_ipp.png"] = hwc(cv2.resize(src, (dw, dh), interpolation=cv2.INTER_CUBIC))
     cv2.ipp.setUseIPP(have_ipp)
+    for name, dw, dh in LINEAR_CASES:
+        files[f"linear_{name}_{dw}x{dh}.png"] = hwc(cv2.resize(as_cv(get(name)), (dw, dh), interpolation=cv2.INTER_LINEAR))
+    for name, num, den, cx, cy in WARP_CASES:
+        sc = num / den
+        m = np.array([[sc, 0.0, 48 - sc * cx], [0.0, sc, 64 - sc * cy]])
+        files[f"warp_{name}_{num}_{den}_{label(cx)}_{label(cy)}.png"] = hwc(
+            cv2.warpAffine(as_cv(get(name)), m, (96, 128), flags=cv2.INTER_LINEAR))
     for name, dw, dh in NEAREST_CASES:
         files[f"nearest_{name}_{dw}x{dh}.png"] = hwc(
             cv2.resize(as_cv(get(name)), (dw, dh), interpolation=cv2.INTER_NEAREST))
