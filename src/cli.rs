@@ -69,6 +69,9 @@ pub enum Command {
     /// Evaluate generated images: statistics, FID, KID, CMMD, CLIP score, PRDC, FID∞.
     #[command(subcommand, after_help = EVAL_EXAMPLES)]
     Eval(EvalCommand),
+    /// Nested, seeded training subsets + a disjoint validation split of a built dataset
+    /// (index files only, no data copied).
+    Subset(crate::subset::SubsetArgs),
 }
 
 const BUILD_EXAMPLES: &str = "\

@@ -22,3 +22,4 @@ pub mod record;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod subset;

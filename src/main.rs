@@ -98,6 +98,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Models(args) => prep::models_cmd::run(args),
         Command::Eval(cmd) => prep::eval::run(cmd),
+        Command::Subset(args) => {
+            let m = prep::subset::run(&args)?;
+            for (name, s) in &m.splits {
+                eprintln!(
+                    "{name:>8}: {:>9} rows -> {}",
+                    s.rows,
+                    args.out.join(&s.index).display()
+                );
+            }
+            eprintln!("wrote {}", args.out.join("subsets.json").display());
+            Ok(())
+        }
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {
