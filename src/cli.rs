@@ -571,6 +571,10 @@ pub struct EvalRunArgs {
     /// Print the result rows as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Study configs ([study] table): the night these results belong to (default: today,
+    /// UTC). Re-running a night replaces its rows in the history.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub night: Option<String>,
 }
 
 #[derive(Debug, Args)]
