@@ -72,6 +72,8 @@ pub enum Command {
     /// Nested, seeded training subsets + a disjoint validation split of a built dataset
     /// (index files only, no data copied).
     Subset(crate::subset::SubsetArgs),
+    /// The study's nightly report: static index.html (inline SVG) + metrics.csv/json.
+    Report(crate::report::ReportArgs),
 }
 
 const BUILD_EXAMPLES: &str = "\

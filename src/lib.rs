@@ -19,6 +19,7 @@ pub mod models;
 pub mod models_cmd;
 pub mod pipeline;
 pub mod record;
+pub mod report;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -98,6 +98,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Models(args) => prep::models_cmd::run(args),
         Command::Eval(cmd) => prep::eval::run(cmd),
+        Command::Report(args) => {
+            let d = prep::report::run(&args)?;
+            let regressions = d
+                .comparisons
+                .iter()
+                .filter(|c| c.verdict == "regression")
+                .count();
+            eprintln!(
+                "wrote {} (study {}, night {}: {} rows, {} fits, {regressions} regression(s))",
+                args.out.join("index.html").display(),
+                d.study,
+                d.night,
+                d.rows.len(),
+                d.fits.len()
+            );
+            Ok(())
+        }
         Command::Subset(args) => {
             let m = prep::subset::run(&args)?;
             for (name, s) in &m.splits {
