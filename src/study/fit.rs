@@ -7,7 +7,7 @@
 //! - Start: for b on a grid (0.05 … 3), (a, c) by linear least squares (the model is linear
 //!   in a and c for fixed b); the best grid point seeds LM. This handles decreasing (a > 0,
 //!   FID) and increasing (a < 0, precision) curves alike.
-//! - LM (Marquardt's scaling): solve (JᵀWJ + λ·diag(JᵀWJ)) δ = JᵀW r; accept and λ /= 3 if the
+//! - LM (Marquardt's scaling; steps leaving 0 < b ≤ 10 are rejected): solve (JᵀWJ + λ·diag(JᵀWJ)) δ = JᵀW r; accept and λ /= 3 if the
 //!   weighted residual sum drops, else λ *= 4; stop when the relative drop < 1e-12 or after
 //!   200 iterations. Weights W = 1/σᵢ² with σᵢ from the CI half-width / 1.96 when every
 //!   point has a CI, else 1.
@@ -73,6 +73,9 @@ pub struct Needed {
     /// Already met at the smallest fitted N.
     pub met_at_min: bool,
 }
+
+/// Largest exponent the fit may take.
+const B_MAX: f64 = 10.0;
 
 fn jac(p: &PowerLaw, n: f64) -> [f64; 3] {
     let t = n.powf(-p.b);
@@ -214,7 +217,8 @@ pub fn fit(n: &[f64], y: &[f64], sigma: Option<&[f64]>) -> Result<Fit> {
                 c: p.c + d[2],
             };
             let e = ssr(&q, n, y, &w);
-            if e.is_finite() && e < cur {
+            // b stays in (0, B_MAX]: b ≤ 0 is not a saturating curve.
+            if e.is_finite() && e < cur && q.b > 0.0 && q.b <= B_MAX {
                 let drop = (cur - e) / cur.max(1e-300);
                 p = q;
                 cur = e;
