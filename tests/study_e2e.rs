@@ -94,9 +94,10 @@ fn two_nights_one_report() {
     write_set(&d.join("conditions/color"), 40, 0.9);
     // Farther from the real set at small N.
     write_set(&d.join("gen/n1k"), 40, 0.45);
-    write_set(&d.join("gen/n10k"), 40, 0.2);
-    write_set(&d.join("gen/n100k"), 40, 0.08);
-    write_set(&d.join("gen/n100k-broken"), 40, 0.6);
+    write_set(&d.join("gen/n10k"), 40, 0.25);
+    write_set(&d.join("gen/n100k"), 40, 0.12);
+    write_set(&d.join("gen/n1m"), 40, 0.06);
+    write_set(&d.join("gen/n1k-broken"), 40, 0.7);
     std::fs::write(d.join("subsets.json"), b"{\"seed\": 0}\n").unwrap();
     let night1 = config(
         d,
@@ -105,13 +106,14 @@ fn two_nights_one_report() {
             ("color-n1k", 1000, "gen/n1k"),
             ("color-n10k", 10000, "gen/n10k"),
             ("color-n100k", 100000, "gen/n100k"),
+            ("color-n1m", 1000000, "gen/n1m"),
         ],
     );
     eval(&night1, "2026-11-25");
     let h = d.join("history.parquet");
     let first = history::read(&h).unwrap();
-    // 3 checkpoints × (fid, fid_inf, kid, precision, recall, density, coverage).
-    assert_eq!(first.len(), 3 * 7);
+    // 4 checkpoints × (fid, fid_inf, kid, precision, recall, density, coverage).
+    assert_eq!(first.len(), 4 * 7);
     let once = std::fs::read(&h).unwrap();
     // The same night again: still one set of rows, byte-identical file.
     eval(&night1, "2026-11-25");
@@ -139,20 +141,22 @@ fn two_nights_one_report() {
             .value
     };
     assert!(fid("color-n1k") > fid("color-n10k") && fid("color-n10k") > fid("color-n100k"));
+    assert!(fid("color-n100k") > fid("color-n1m"));
     assert!(d.join("nights/2026-11-25/metrics.csv").exists());
 
-    // Night 2: the 100k checkpoint got much worse.
+    // Night 2: the 1k checkpoint got much worse.
     let night2 = config(
         d,
         "nightly2.toml",
         &[
-            ("color-n1k", 1000, "gen/n1k"),
+            ("color-n1k", 1000, "gen/n1k-broken"),
             ("color-n10k", 10000, "gen/n10k"),
-            ("color-n100k", 100000, "gen/n100k-broken"),
+            ("color-n100k", 100000, "gen/n100k"),
+            ("color-n1m", 1000000, "gen/n1m"),
         ],
     );
     eval(&night2, "2026-11-26");
-    assert_eq!(history::read(&h).unwrap().len(), 2 * 3 * 7);
+    assert_eq!(history::read(&h).unwrap().len(), 2 * 4 * 7);
 
     let out = d.join("report");
     let o = common::run_ok(&[
@@ -162,12 +166,12 @@ fn two_nights_one_report() {
         "--out",
         out.to_str().unwrap(),
         "--target",
-        "fid=1",
+        "fid=0.5",
         "--config",
         night2.to_str().unwrap(),
     ]);
     assert!(
-        common::stderr(&o).contains("night 2026-11-26: 21 rows"),
+        common::stderr(&o).contains("night 2026-11-26: 28 rows"),
         "{}",
         common::stderr(&o)
     );
@@ -202,13 +206,19 @@ fn two_nights_one_report() {
             )
         })
         .collect();
-    assert!(regressed.contains(&("color-n100k", "fid")), "{regressed:?}");
+    assert!(regressed.contains(&("color-n1k", "fid")), "{regressed:?}");
     assert!(
-        regressed.iter().all(|(c, _)| *c == "color-n100k"),
+        regressed.iter().all(|(c, _)| *c == "color-n1k"),
         "{regressed:?}"
     );
+    // FID falls with N tonight: the fit has a positive exponent and uncertainties.
+    let fits = json["fits"].as_array().unwrap();
+    let fit = fits.iter().find(|f| f["metric"] == "fid").unwrap();
+    assert!(fit["fit"]["params"]["b"].as_f64().unwrap() > 0.0, "{fit}");
+    assert!(fit["fit"]["stderr"].is_array(), "{fit}");
+    assert_eq!(fit["needed"]["target"], 0.5, "{fit}");
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 21);
+    assert_eq!(csv.lines().count(), 1 + 28);
 
     if let Ok(keep) = std::env::var("PREP_KEEP_REPORT") {
         let keep = PathBuf::from(keep);

@@ -213,6 +213,12 @@ pub fn page(
             None => fmt(v),
         };
         let (a, b, c) = match &f.fit {
+            // Exact through 3 points: nothing to estimate an uncertainty from.
+            Some(x) if x.n_points == 3 => (
+                format!("{} (exact: 3 points)", fmt(x.params.a)),
+                fmt(x.params.b),
+                fmt(x.params.c),
+            ),
             Some(x) => {
                 let se = x.stderr;
                 (

@@ -517,3 +517,46 @@ pub fn rows_csv(rows: &[HistoryRow]) -> Result<Vec<u8>> {
     }
     w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::compute::KidValue;
+    use crate::metrics::splits::summarize;
+
+    #[test]
+    fn the_example_nightly_config_parses() {
+        let text = include_str!("../../pipelines/nightly.toml");
+        let cfg: StudyConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.study.eval_size, 5000);
+        assert_eq!(cfg.checkpoints.len(), 3);
+        assert!(cfg
+            .checkpoints
+            .iter()
+            .all(|c| c.images.is_some() && c.step == Some(5000)));
+        assert_eq!(cfg.generation.unwrap().steps, 30);
+    }
+
+    #[test]
+    fn cis_follow_the_documented_rules() {
+        let v = MetricValues {
+            fid: Some(10.0),
+            fid_splits: Some(summarize(vec![11.0, 13.0, 12.0, 14.0], 100)),
+            kid: Some(KidValue {
+                mean: 0.5,
+                std: 0.1,
+            }),
+            precision: Some(0.7),
+            ..MetricValues::default()
+        };
+        let rows = metric_rows(&v, None);
+        let get = |m: &str| rows.iter().find(|r| r.0 == m).unwrap().clone();
+        // s = std(11, 13, 12, 14) = 1.2910 (ddof 1); ± 1.96 · s / √4.
+        let h = 1.96 * 1.2909944487358056 / 2.0;
+        let (lo, hi) = get("fid").2.unwrap();
+        assert!((hi - (10.0 + h)).abs() < 1e-12 && (lo - (10.0 - h)).abs() < 1e-12);
+        assert_eq!(get("kid").2, Some((0.4, 0.6)));
+        assert_eq!(get("precision").2, None);
+        assert!(lower_is_better("fid") && !lower_is_better("precision"));
+    }
+}
