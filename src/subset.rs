@@ -26,10 +26,12 @@
 //! definition, per split its size, index file and — unstratified — its rank threshold) and
 //! one small Parquet index per split (`val.parquet`, `train-1k.parquet`, …) with columns
 //! `index` (row number in the concatenation of `data_files` in listed order: what
-//! `datasets.Dataset.select` takes), `shard`, `row` (within the shard), `key`, `rank`,
+//! `datasets.Dataset.select` takes), `shard` (position in `data_files`), `row` (within the
+//! shard), `key`, `rank`,
 //! sorted by `index`. docs/TRAINING.md has the loading code.
 //!
-//! Memory: one small record per row (rank, position, key), never image bytes.
+//! Memory: one small record per row (rank, shard, row, key), never image bytes: measured
+//! 164 MB peak for 600 000 rows (debug build), i.e. ~270 bytes per row.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, UInt32Type, UInt64Type};
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use clap::Args;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -483,33 +485,31 @@ pub struct SubsetManifest {
     pub sizes: Vec<String>,
 }
 
-fn index_parquet(rows: &[RowRef], files: &[String]) -> Result<Vec<u8>> {
+/// One index file: rows sorted by `index`, written in row groups of 64 Ki rows.
+fn index_parquet(rows: &[RowRef]) -> Result<Vec<u8>> {
     let mut sorted: Vec<&RowRef> = rows.iter().collect();
     sorted.sort_by_key(|r| r.index);
     let schema = Arc::new(Schema::new(vec![
         Field::new("index", DataType::UInt64, false),
-        Field::new("shard", DataType::Utf8, false),
+        Field::new("shard", DataType::UInt32, false),
         Field::new("row", DataType::UInt64, false),
         Field::new("key", DataType::Utf8, false),
         Field::new("rank", DataType::UInt64, false),
     ]));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(
-            sorted.iter().map(|r| r.index),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            sorted.iter().map(|r| files[r.shard as usize].as_str()),
-        )),
-        Arc::new(UInt64Array::from_iter_values(sorted.iter().map(|r| r.row))),
-        Arc::new(StringArray::from_iter_values(
-            sorted.iter().map(|r| r.key.as_str()),
-        )),
-        Arc::new(UInt64Array::from_iter_values(sorted.iter().map(|r| r.rank))),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, None)?;
-    w.write(&batch)?;
+    let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), None)?;
+    for chunk in sorted.chunks(1 << 16) {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.index))),
+            Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.shard))),
+            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.row))),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|r| r.key.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.rank))),
+        ];
+        w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+    }
     w.close()?;
     Ok(buf)
 }
@@ -571,7 +571,7 @@ pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
         } else {
             format!("train-{name}.parquet")
         };
-        write_atomic(&a.out.join(&file), &index_parquet(part, &abs)?)?;
+        write_atomic(&a.out.join(&file), &index_parquet(part)?)?;
         let strata = a.stratify.as_ref().map(|_| {
             let mut m = BTreeMap::new();
             for r in part.iter() {

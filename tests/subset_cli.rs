@@ -213,6 +213,16 @@ fn errors_name_the_flag() {
     assert!(e.contains("no column \"nope\" (--stratify)"), "{e}");
     let e = err(&["--sizes", "lots", "--seed", "0"]);
     assert!(e.contains("\"lots\" is not a size"), "{e}");
+    let dup = t.path().join("dup");
+    write_shard(&dup, 0, 0, 10);
+    write_shard(&dup, 1, 5, 15);
+    let o = subset(&dup, &t.path().join("y"), &["--sizes", "2", "--seed", "0"]);
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(e.contains("duplicate key \"00000005\""), "{e}");
+    assert!(
+        e.contains("part-00000.parquet row 5") && e.contains("part-00001.parquet row 0"),
+        "{e}"
+    );
     let o = subset(
         &t.path().join("missing"),
         &t.path().join("x"),
