@@ -46,7 +46,7 @@ name = "color-study"
 history = "history.parquet"
 out = "nights"
 eval_size = {EVAL}
-metrics = ["fid", "kid", "prdc"]
+metrics = ["fid", "kid", "prdc", "control"]
 seed = 0
 ci_splits = 4
 dataset = "subsets.json"
@@ -91,7 +91,7 @@ fn two_nights_one_report() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     write_set(&d.join("real"), 40, 0.0);
-    write_set(&d.join("conditions/color"), 40, 0.9);
+    write_set(&d.join("conditions/color"), 40, 0.0);
     // Farther from the real set at small N.
     write_set(&d.join("gen/n1k"), 40, 0.45);
     write_set(&d.join("gen/n10k"), 40, 0.25);
@@ -112,8 +112,9 @@ fn two_nights_one_report() {
     eval(&night1, "2026-11-25");
     let h = d.join("history.parquet");
     let first = history::read(&h).unwrap();
-    // 4 checkpoints × (fid, fid_inf, kid, precision, recall, density, coverage).
-    assert_eq!(first.len(), 4 * 7);
+    // 4 checkpoints × (fid, fid_inf, kid, precision, recall, density, coverage,
+    // control_rmse).
+    assert_eq!(first.len(), 4 * 8);
     let once = std::fs::read(&h).unwrap();
     // The same night again: still one set of rows, byte-identical file.
     eval(&night1, "2026-11-25");
@@ -142,6 +143,17 @@ fn two_nights_one_report() {
     };
     assert!(fid("color-n1k") > fid("color-n10k") && fid("color-n10k") > fid("color-n100k"));
     assert!(fid("color-n100k") > fid("color-n1m"));
+    // Controllability against the real images' colours: worse far from them.
+    let ctl = |ck: &str| {
+        first
+            .iter()
+            .find(|r| r.checkpoint == ck && r.metric == "control_rmse")
+            .unwrap()
+            .clone()
+    };
+    assert!(ctl("color-n1k").value > ctl("color-n1m").value);
+    let c = ctl("color-n10k");
+    assert!(c.ci_low.unwrap() <= c.value && c.value <= c.ci_high.unwrap());
     assert!(d.join("nights/2026-11-25/metrics.csv").exists());
 
     // Night 2: the 1k checkpoint got much worse.
@@ -156,7 +168,7 @@ fn two_nights_one_report() {
         ],
     );
     eval(&night2, "2026-11-26");
-    assert_eq!(history::read(&h).unwrap().len(), 2 * 4 * 7);
+    assert_eq!(history::read(&h).unwrap().len(), 2 * 4 * 8);
 
     let out = d.join("report");
     let o = common::run_ok(&[
@@ -171,13 +183,13 @@ fn two_nights_one_report() {
         night2.to_str().unwrap(),
     ]);
     assert!(
-        common::stderr(&o).contains("night 2026-11-26: 28 rows"),
+        common::stderr(&o).contains("night 2026-11-26: 32 rows"),
         "{}",
         common::stderr(&o)
     );
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-    // 7 curves (one per metric, one condition) + 7 trend charts.
-    assert_eq!(html.matches("<svg").count(), 14);
+    // 8 curves (one per metric, one condition) + 8 trend charts.
+    assert_eq!(html.matches("<svg").count(), 16);
     assert!(
         html.contains("badge regression"),
         "the broken checkpoint is flagged"
@@ -218,7 +230,7 @@ fn two_nights_one_report() {
     assert!(fit["fit"]["stderr"].is_array(), "{fit}");
     assert_eq!(fit["needed"]["target"], 0.5, "{fit}");
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 28);
+    assert_eq!(csv.lines().count(), 1 + 32);
 
     if let Ok(keep) = std::env::var("PREP_KEEP_REPORT") {
         let keep = PathBuf::from(keep);

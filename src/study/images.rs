@@ -70,32 +70,51 @@ pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// The first `limit` images of `spec` (all with `None`).
+/// The first `limit` images of `spec` (all with `None`), all in memory: for a few images
+/// (the report's grids). Scoring streams with [`visit`].
 pub fn load(spec: &Path, limit: Option<usize>) -> Result<Vec<Blob>> {
-    let limit = limit.unwrap_or(usize::MAX);
-    if let Some((file, col)) = parquet_spec(spec) {
-        return load_parquet(&file, &col, limit);
-    }
-    let files = list_dir(spec)?;
-    files
-        .into_iter()
-        .take(limit)
-        .map(|p| {
-            let bytes =
-                std::fs::read(&p).with_context(|| format!("cannot read image {}", p.display()))?;
-            let name = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("")
-                .to_string();
-            Ok(Blob { name, bytes })
-        })
-        .collect()
+    let mut v = Vec::new();
+    visit(spec, limit, &mut |b| {
+        v.push(b);
+        Ok(())
+    })?;
+    Ok(v)
 }
 
-fn load_parquet(file: &Path, col: &str, limit: usize) -> Result<Vec<Blob>> {
-    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f)
+/// Hand the first `limit` images of `spec` to `f`, one at a time; returns how many.
+pub fn visit(
+    spec: &Path,
+    limit: Option<usize>,
+    f: &mut dyn FnMut(Blob) -> Result<()>,
+) -> Result<usize> {
+    let limit = limit.unwrap_or(usize::MAX);
+    if let Some((file, col)) = parquet_spec(spec) {
+        return visit_parquet(&file, &col, limit, f);
+    }
+    let mut n = 0;
+    for p in list_dir(spec)?.into_iter().take(limit) {
+        let bytes =
+            std::fs::read(&p).with_context(|| format!("cannot read image {}", p.display()))?;
+        let name = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
+        f(Blob { name, bytes })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn visit_parquet(
+    file: &Path,
+    col: &str,
+    limit: usize,
+    f: &mut dyn FnMut(Blob) -> Result<()>,
+) -> Result<usize> {
+    let handle =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(handle)
         .with_context(|| format!("{}: not a readable Parquet file", file.display()))?;
     let schema = b.schema().clone();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -113,7 +132,7 @@ fn load_parquet(file: &Path, col: &str, limit: usize) -> Result<Vec<Blob>> {
     }
     let mask = ProjectionMask::roots(b.parquet_schema(), proj);
     let reader = b.with_projection(mask).with_batch_size(64).build()?;
-    let mut out = Vec::new();
+    let mut row = 0usize;
     for batch in reader {
         let batch = batch.with_context(|| format!("{}: cannot read", file.display()))?;
         let c = batch.column_by_name(col).expect("projected");
@@ -139,10 +158,9 @@ fn load_parquet(file: &Path, col: &str, limit: usize) -> Result<Vec<Blob>> {
             ),
         };
         for i in 0..bin.len() {
-            if out.len() >= limit {
-                return Ok(out);
+            if row >= limit {
+                return Ok(row);
             }
-            let row = out.len();
             if bin.is_null(i) {
                 bail!(
                     "{}: row {row} of column {col:?} has no image",
@@ -153,13 +171,14 @@ fn load_parquet(file: &Path, col: &str, limit: usize) -> Result<Vec<Blob>> {
                 .as_ref()
                 .map(|k| k.value(i).to_string())
                 .unwrap_or_else(|| format!("{row:08}"));
-            out.push(Blob {
+            f(Blob {
                 name,
                 bytes: bin.value(i).to_vec(),
-            });
+            })?;
+            row += 1;
         }
     }
-    Ok(out)
+    Ok(row)
 }
 
 /// `[features]` of a study config.
@@ -277,51 +296,71 @@ impl FeatureExtractor for OnnxFeatures {
     }
 }
 
-/// Features of `blobs` (cached by image sha256 and model key).
+/// Features of the first `limit` images of `spec` (cached by image sha256 and model key),
+/// streamed: one batch of decoded images in memory at a time. Every image is also handed to
+/// `also` (e.g. controllability). Returns the feature matrix (one row per image, in order).
 pub fn features(
     ex: &mut dyn FeatureExtractor,
     cache: &FeatureCache,
-    blobs: &[Blob],
+    spec: &Path,
+    limit: Option<usize>,
     what: &str,
+    also: &mut dyn FnMut(&Blob) -> Result<()>,
 ) -> Result<Mat<f64>> {
     let key = ex.model_key();
     let dim = ex.dim();
-    let mut rows: Vec<Option<Vec<f32>>> = Vec::with_capacity(blobs.len());
-    let mut todo = Vec::new();
-    for (i, b) in blobs.iter().enumerate() {
+    let batch = ex.batch_size().max(1);
+    let mut rows: Vec<Option<Vec<f32>>> = Vec::new();
+    // (row index, sha, name, decoded image)
+    let mut pending: Vec<(usize, String, String, image::RgbImage)> = Vec::new();
+    let flush = |ex: &mut dyn FeatureExtractor,
+                 pending: &mut Vec<(usize, String, String, image::RgbImage)>,
+                 rows: &mut Vec<Option<Vec<f32>>>|
+     -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let imgs: Vec<image::RgbImage> = pending.iter().map(|p| p.3.clone()).collect();
+        let out = ex.extract(&imgs)?;
+        if out.len() != pending.len() {
+            bail!(
+                "{what}: feature model returned {} rows for {} images",
+                out.len(),
+                pending.len()
+            );
+        }
+        for ((i, sha, name, _), row) in pending.drain(..).zip(out) {
+            if let Some(v) = row.iter().find(|v| !v.is_finite()) {
+                bail!("{what}: feature model returned {v} for image {name}");
+            }
+            cache.put(&key, &sha, &row)?;
+            rows[i] = Some(row);
+        }
+        Ok(())
+    };
+    visit(spec, limit, &mut |b: Blob| {
+        also(&b)?;
         let sha = sha256_hex(&b.bytes);
+        let i = rows.len();
         match cache.get(&key, &sha, dim)? {
             Some(r) => rows.push(Some(r)),
             None => {
                 rows.push(None);
-                todo.push((i, sha));
-            }
-        }
-    }
-    for chunk in todo.chunks(ex.batch_size().max(1)) {
-        let imgs = chunk
-            .iter()
-            .map(|(i, _)| {
-                image::load_from_memory(&blobs[*i].bytes)
+                let img = image::load_from_memory(&b.bytes)
                     .map(|d| d.to_rgb8())
-                    .with_context(|| format!("{what}: cannot decode image {}", blobs[*i].name))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = ex.extract(&imgs)?;
-        for ((i, sha), row) in chunk.iter().zip(out) {
-            if let Some(v) = row.iter().find(|v| !v.is_finite()) {
-                bail!(
-                    "{what}: feature model returned {v} for image {}",
-                    blobs[*i].name
-                );
+                    .with_context(|| format!("{what}: cannot decode image {}", b.name))?;
+                pending.push((i, sha, b.name, img));
+                if pending.len() >= batch {
+                    flush(ex, &mut pending, &mut rows)?;
+                }
             }
-            cache.put(&key, sha, &row)?;
-            rows[*i] = Some(row);
         }
-    }
-    let mut m = Mat::<f64>::zeros(blobs.len(), dim);
+        Ok(())
+    })?;
+    flush(ex, &mut pending, &mut rows)?;
+    let mut m = Mat::<f64>::zeros(rows.len(), dim);
     for (i, r) in rows.into_iter().enumerate() {
-        let r = r.with_context(|| format!("{what}: no features for {}", blobs[i].name))?;
+        let r = r.with_context(|| format!("{what}: no features for image {i}"))?;
         for (j, v) in r.into_iter().enumerate() {
             m[(i, j)] = v as f64;
         }

@@ -6,8 +6,10 @@
 //! - [`nightly`]: the study config → features → metrics with CIs → history rows.
 //! - [`images`]: image directories / Parquet image columns and the generic ONNX feature model.
 //! - [`generation`]: the request handed to `prep generate` for checkpoint entries.
+//! - [`control`]: controllability (canny F1, color RMSE) of generated images vs their conditions.
 //! - [`fit`]: metric(N) = a·N^(−b) + c by Levenberg–Marquardt, uncertainties, samples needed.
 
+pub mod control;
 pub mod fit;
 pub mod generation;
 pub mod history;

@@ -12,7 +12,10 @@
 //! CIs (stored as `ci_low`/`ci_high`): FID and CMMD ± 1.96·s/√K from K = `ci_splits`
 //! disjoint splits (s: their standard deviation; the spread of a full-size estimate is
 //! ≈ s/√K), KID ± 1 standard deviation over its subsets (clean-fid's convention), CLIP
-//! score ± 1.96·s/√n over per-image scores; PRDC and FID∞ have none.
+//! score ± 1.96·s/√n over per-image scores; PRDC and FID∞ have none. `control` in
+//! `metrics` adds controllability ([`super::control`]: `control_f1` for canny,
+//! `control_rmse` for color, ± 1.96·s/√n over images) for image checkpoints, scored on the
+//! same streamed pass as the features (one batch of decoded images in memory at a time).
 //!
 //! Architecture invariant: the whole config (every entry's shape, files that must exist,
 //! the night id, eval_size) is checked before any feature is read or anything is written.
@@ -24,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::control::{self, Control};
 use super::generation::{self, GenerateRequest, GenerationSpec};
 use super::history::{self, HistoryRow};
 use super::images::{self, FeatureModelSpec, OnnxFeatures};
@@ -141,7 +145,7 @@ fn sha_file(p: &Path) -> Result<String> {
 
 /// Which metrics are better when lower.
 pub fn lower_is_better(metric: &str) -> bool {
-    matches!(metric, "fid" | "fid_inf" | "kid" | "cmmd")
+    matches!(metric, "fid" | "fid_inf" | "kid" | "cmmd" | "control_rmse")
 }
 
 /// MetricValues → (metric, value, ci) rows.
@@ -240,7 +244,14 @@ pub fn run(
     if st.name.trim().is_empty() {
         bail!("{cname}: [study] name is empty");
     }
-    let mut metric_list = st.metrics.clone();
+    // `control` (controllability) is scored here, not by eval::compute.
+    let want_control = st.metrics.iter().any(|m| m.eq_ignore_ascii_case("control"));
+    let mut metric_list: Vec<String> = st
+        .metrics
+        .iter()
+        .filter(|m| !m.eq_ignore_ascii_case("control"))
+        .cloned()
+        .collect();
     if metric_list.iter().any(|m| m.eq_ignore_ascii_case("fid"))
         && !metric_list
             .iter()
@@ -266,8 +277,18 @@ pub fn run(
         (Some(_), None) | (None, Some(_)) => {}
         _ => bail!("{cname}: [reference] needs exactly one of `features` (.npy) or `images` (DIR or FILE.parquet[:COLUMN])"),
     }
+    if want_control && cfg.validation.conditions.is_none() {
+        bail!("{cname}: metric control needs [validation] conditions = \"DIR\" (condition maps in DIR/<condition>/<stem>.png)");
+    }
     let mut seen = std::collections::HashSet::new();
     for c in &cfg.checkpoints {
+        if want_control {
+            control::metric_for(&c.condition)
+                .with_context(|| format!("{cname}: checkpoint {:?}", c.name))?;
+            if c.features.is_some() {
+                bail!("{cname}: checkpoint {:?}: metric control needs the generated images (`images` or `path`), not `features`", c.name);
+            }
+        }
         if !seen.insert(c.name.as_str()) {
             bail!("{cname}: checkpoint name {:?} is used twice", c.name);
         }
@@ -332,16 +353,25 @@ pub fn run(
     if let Some(m) = &model {
         models.insert("features".into(), m.sha256().to_string());
     }
+    // Features of an image set, streamed; controllability scored on the same pass.
     let image_features = |model: &mut Option<OnnxFeatures>,
                           spec: &Path,
                           limit: Option<usize>,
-                          what: &str|
+                          what: &str,
+                          control: Option<&mut Control>|
      -> Result<Features> {
         let m = model
             .as_mut()
             .expect("checked: a feature model is configured");
-        let blobs = images::load(spec, limit).with_context(|| what.to_string())?;
-        let x = images::features(m, &cache, &blobs, what)?;
+        let mut control = control;
+        let mut also = |b: &images::Blob| -> Result<()> {
+            match control.as_deref_mut() {
+                Some(c) => c.add(b),
+                None => Ok(()),
+            }
+        };
+        let x = images::features(m, &cache, spec, limit, what, &mut also)
+            .with_context(|| what.to_string())?;
         Ok(Features {
             x,
             dtype: Dtype::F32,
@@ -350,9 +380,13 @@ pub fn run(
     };
     let real = match (&cfg.reference.features, &cfg.reference.images) {
         (Some(f), _) => io::read_features(&resolve(base, f))?,
-        (None, Some(d)) => {
-            image_features(&mut model, &resolve(base, d), None, "[reference] images")?
-        }
+        (None, Some(d)) => image_features(
+            &mut model,
+            &resolve(base, d),
+            None,
+            "[reference] images",
+            None,
+        )?,
         _ => unreachable!("checked above"),
     };
     let real_clip = cfg
@@ -367,6 +401,13 @@ pub fn run(
     for c in &cfg.checkpoints {
         let what = format!("checkpoint {:?}", c.name);
         let mut ck_models = models.clone();
+        let mut control = match (want_control, &cfg.validation.conditions) {
+            (true, Some(dir)) => Some(
+                Control::new(&c.condition, &resolve(base, dir).join(&c.condition))
+                    .with_context(|| what.clone())?,
+            ),
+            _ => None,
+        };
         let (gen, images_at) = match (&c.features, &c.images, &c.path) {
             (Some(f), _, _) => (
                 take_rows(
@@ -378,7 +419,13 @@ pub fn run(
             ),
             (None, Some(d), _) => {
                 let spec = resolve(base, d);
-                let f = image_features(&mut model, &spec, Some(st.eval_size), &what)?;
+                let f = image_features(
+                    &mut model,
+                    &spec,
+                    Some(st.eval_size),
+                    &what,
+                    control.as_mut(),
+                )?;
                 if f.x.nrows() < st.eval_size {
                     bail!(
                         "{what}: {} holds {} images, fewer than the study's eval_size = {}; every checkpoint is scored on exactly eval_size images",
@@ -414,7 +461,13 @@ pub fn run(
                 };
                 let dir = generation::generate(&req)?;
                 (
-                    image_features(&mut model, &dir, Some(st.eval_size), &what)?,
+                    image_features(
+                        &mut model,
+                        &dir,
+                        Some(st.eval_size),
+                        &what,
+                        control.as_mut(),
+                    )?,
                     Some(dir),
                 )
             }
@@ -448,7 +501,12 @@ pub fn run(
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(";");
-        for (metric, value, ci) in metric_rows(&values, per_sample.as_deref()) {
+        let mut mrows = metric_rows(&values, per_sample.as_deref());
+        if let Some(ctl) = control {
+            let (m, v, ci) = ctl.finish().with_context(|| what.clone())?;
+            mrows.push((m, v, Some(ci)));
+        }
+        for (metric, value, ci) in mrows {
             rows.push(HistoryRow {
                 night: night.clone(),
                 study: st.name.clone(),
