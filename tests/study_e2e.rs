@@ -195,6 +195,7 @@ fn two_nights_one_report() {
         "the broken checkpoint is flagged"
     );
     assert!(html.contains("power-law fit"));
+    assert!(html.contains("<h2 id=\"fid\">FID and FID∞</h2>"));
     assert!(
         html.contains("data:image/png;base64,"),
         "sample grids are inlined"

@@ -365,6 +365,35 @@ pub fn page(
         h.push_str("</div>");
     }
 
+    // --- FID beside FID∞ ---
+    let fid_rows: Vec<&HistoryRow> = d.rows.iter().filter(|r| r.metric == "fid").collect();
+    if !fid_rows.is_empty() {
+        h.push_str("<h2 id=\"fid\">FID and FID∞</h2><p>FID is biased by the eval-set size (fixed for this study); FID∞ extrapolates it to an infinite set (linear fit of FID against 1/N over subsets, intercept).</p><table><tr><th class=\"l\">checkpoint</th><th>N</th><th>step</th><th>eval-set size</th><th>FID</th><th>FID CI</th><th>FID∞</th></tr>");
+        for r in fid_rows {
+            let inf = d
+                .rows
+                .iter()
+                .find(|x| x.checkpoint == r.checkpoint && x.metric == "fid_inf")
+                .map(|x| fmt(x.value))
+                .unwrap_or_else(|| "—".into());
+            let ci = r
+                .ci_low
+                .zip(r.ci_high)
+                .map(|(a, b)| format!("[{}, {}]", fmt(a), fmt(b)))
+                .unwrap_or_else(|| "—".into());
+            write!(
+                h,
+                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ci}</td><td>{inf}</td></tr>",
+                esc(&r.checkpoint),
+                plot::fmt_n(r.samples as f64),
+                r.step.map(|s| s.to_string()).unwrap_or_default(),
+                r.n_eval,
+                fmt(r.value)
+            )?;
+        }
+        h.push_str("</table>");
+    }
+
     // --- metrics table + provenance ---
     h.push_str("<h2 id=\"metrics\">Tonight's metrics</h2><table><tr><th class=\"l\">checkpoint</th><th class=\"l\">condition</th><th>N</th><th>step</th><th class=\"l\">metric</th><th>value</th><th>CI</th><th>eval-set size</th></tr>");
     for r in &d.rows {
