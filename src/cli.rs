@@ -471,8 +471,53 @@ pub enum EvalCommand {
     Fid(EvalFidArgs),
     /// Score a list of entries against one reference set → metrics.json + metrics.csv.
     Run(EvalRunArgs),
-    /// Extract features from images with a feature model (needs the model runtime).
+    /// Extract features from images with a feature model.
     Features(EvalFeaturesArgs),
+    /// Controllability: re-extract a condition from generated images and compare it with
+    /// the input condition (depth RMSE, edge F1/SSIM/PSNR, seg mIoU, pose OKS AP).
+    Control(EvalControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalControlArgs {
+    /// Condition: depth, hed, sketch, canny, keypose or seg.
+    #[arg(long)]
+    pub condition: String,
+    /// The `prep build` output the generation was conditioned on.
+    #[arg(long, value_name = "DIR")]
+    pub reference: PathBuf,
+    /// Generated images (KEY.png, re-extracted with the reference's pipeline), a `prep build`
+    /// output of them, or (seg) a directory of predicted label maps.
+    #[arg(long, value_name = "DIR")]
+    pub gen: PathBuf,
+    /// keypose: the pose model for re-extraction (CONDITION=NAME), when the reference used
+    /// ground truth.
+    #[arg(long, value_name = "CONDITION=NAME")]
+    pub model: Vec<String>,
+    /// Use this file for a model (NAME=PATH), still checked against its sha256 pin.
+    #[arg(long, value_name = "NAME=PATH")]
+    pub model_file: Vec<String>,
+    /// Edge maps are binarised at value ≥ this (0–255) for F1.
+    #[arg(long, default_value_t = 128)]
+    pub edge_threshold: u8,
+    /// keypose from a model reference: keypoints scoring at least this count as labelled.
+    #[arg(long, default_value_t = 0.3)]
+    pub keypoint_threshold: f32,
+    /// Keep the re-extracted conditions here (default: a temporary directory, removed).
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+    /// Per-sample values as CSV (key, value, ssim).
+    #[arg(long, value_name = "F.csv")]
+    pub per_sample: Option<PathBuf>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::runtime::Device,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -480,12 +525,11 @@ pub struct EvalStatsArgs {
     /// Feature file (.npy, N × d).
     #[arg(long, value_name = "F.npy")]
     pub features: Option<PathBuf>,
-    /// Image directory (needs --model and the model runtime).
-    #[arg(long, value_name = "DIR")]
+    /// Images: a directory, F.parquet[:COLUMN] or a `prep build` output[:COLUMN] (needs --model).
+    #[arg(long, value_name = "DIR|PARQUET[:COLUMN]")]
     pub images: Option<PathBuf>,
-    /// Feature model name.
-    #[arg(long, value_name = "NAME")]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub fm: FeatureModelArgs,
     /// Output statistics file.
     #[arg(long, value_name = "S.npz")]
     pub out: PathBuf,
@@ -499,24 +543,28 @@ pub struct EvalStatsArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalMetricsArgs {
-    /// Real (reference) features, .npy N × d.
-    #[arg(long, value_name = "R.npy")]
+    /// Real (reference) features, .npy N × d, or images (DIR|PARQUET[:COLUMN], with --model).
+    #[arg(long, value_name = "R.npy|DIR")]
     pub real: PathBuf,
-    /// Generated features, .npy N × d.
-    #[arg(long, value_name = "G.npy")]
+    /// Generated features, .npy N × d, or images (DIR|PARQUET[:COLUMN], with --model).
+    #[arg(long, value_name = "G.npy|DIR")]
     pub gen: PathBuf,
     /// Comma-separated: fid, kid, cmmd, prdc, clip, fid-inf.
     #[arg(long, value_name = "LIST", default_value = "fid")]
     pub metrics: String,
-    /// Feature model for image directories (needs the model runtime).
-    #[arg(long, value_name = "NAME")]
-    pub model: Option<String>,
-    /// CLIP image embeddings of the real set for cmmd (default: --real).
-    #[arg(long, value_name = "F.npy")]
+    #[command(flatten)]
+    pub fm: FeatureModelArgs,
+    /// CLIP image embeddings of the real set for cmmd (.npy, or images with --clip-model;
+    /// default: --real, or --real's images through --clip-model).
+    #[arg(long, value_name = "F.npy|DIR")]
     pub real_clip: Option<PathBuf>,
-    /// CLIP image embeddings of the generated set for cmmd and clip (default: --gen).
-    #[arg(long, value_name = "F.npy")]
+    /// CLIP image embeddings of the generated set for cmmd and clip (.npy, or images with
+    /// --clip-model; default: --gen, or --gen's images through --clip-model).
+    #[arg(long, value_name = "F.npy|DIR")]
     pub gen_clip: Option<PathBuf>,
+    /// CLIP image model for image inputs of cmmd/clip (CMMD's is clip-vit-l14-336).
+    #[arg(long, value_name = "NAME")]
+    pub clip_model: Option<String>,
     /// CLIP text embeddings of the prompts, row i paired with generated image i (for clip).
     #[arg(long, value_name = "T.npy")]
     pub gen_text: Option<PathBuf>,
@@ -548,15 +596,14 @@ pub struct EvalMetricsArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalFidArgs {
-    /// Reference: .npz statistics or .npy features.
-    #[arg(long, value_name = "A.npz|A.npy")]
+    /// Reference: .npz statistics, .npy features, or images (DIR|PARQUET[:COLUMN], with --model).
+    #[arg(long, value_name = "A.npz|A.npy|DIR")]
     pub real: PathBuf,
-    /// Generated: .npz statistics or .npy features.
-    #[arg(long, value_name = "B.npz|B.npy")]
+    /// Generated: .npz statistics, .npy features, or images (with --model).
+    #[arg(long, value_name = "B.npz|B.npy|DIR")]
     pub gen: PathBuf,
-    /// Feature model for image directories (needs the model runtime).
-    #[arg(long, value_name = "NAME")]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub fm: FeatureModelArgs,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -581,13 +628,46 @@ pub struct EvalRunArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalFeaturesArgs {
-    /// Image directory or PARQUET[:COLUMN].
-    #[arg(long, value_name = "DIR")]
+    /// Images: a directory (sorted by name), F.parquet[:COLUMN] or a `prep build`
+    /// output[:COLUMN] (default column `image`).
+    #[arg(long, value_name = "DIR|PARQUET[:COLUMN]")]
     pub images: PathBuf,
-    /// Feature model name.
-    #[arg(long, value_name = "NAME")]
-    pub model: String,
-    /// Output feature file.
+    #[command(flatten)]
+    pub fm: FeatureModelArgs,
+    /// Output feature file (.npy, N × d, rows in image order).
     #[arg(long, value_name = "F.npy")]
     pub out: PathBuf,
+    /// Element type of the .npy (pytorch-fid stores float64 activations).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: crate::eval::io::Dtype,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The feature model of `prep eval` commands that read images.
+#[derive(Debug, Args, Clone)]
+pub struct FeatureModelArgs {
+    /// Feature model (a registry name: inception, clip-vit-l14, dinov2-vitl14, or one added
+    /// with `prep models add NAME --file F.onnx --like inception`).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Use this ONNX file for --model (still checked against the entry's sha256 pin).
+    #[arg(long, value_name = "PATH")]
+    pub model_file: Option<PathBuf>,
+    /// Input preprocessing: the model's own spec, pytorch-fid's (legacy) or clean-fid's (clean).
+    #[arg(long, value_enum, default_value = "model")]
+    pub preprocess: crate::eval::onnx_features::Preprocess,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::runtime::Device,
+    /// Do not read or write the feature cache ($PREP_CACHE/features).
+    #[arg(long)]
+    pub no_cache: bool,
 }

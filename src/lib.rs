@@ -25,3 +25,4 @@ pub mod sink;
 pub mod source;
 pub mod study;
 pub mod subset;
+pub mod tokenize;

@@ -160,9 +160,13 @@ pub fn run(args: ModelsArgs) -> Result<()> {
                 let _ = std::fs::remove_file(reg.cached_file(&name));
                 return Err(e.context(format!("model {name} was not added")));
             }
+            let role = if entry.conditions.is_empty() {
+                "feature model".to_string()
+            } else {
+                entry.conditions.join(",")
+            };
             eprintln!(
-                "added model {name} ({}; spec of {like}), sha256 {}, cached at {}",
-                entry.conditions.join(","),
+                "added model {name} ({role}; spec of {like}), sha256 {}, cached at {}",
                 entry.sha256.as_deref().unwrap_or(""),
                 reg.cached_file(&name).display()
             );

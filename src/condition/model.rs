@@ -38,6 +38,9 @@ impl Placement {
         let (input, content, off) = match *size {
             SizePolicy::Any => ((w, h), (w, h), (0, 0)),
             SizePolicy::Fixed { width, height } => ((width, height), (width, height), (0, 0)),
+            // Feature models only (refused for conditions by the manifest check); their
+            // input is `size × size`, prepared by `eval::preprocess`.
+            SizePolicy::ShortSide { size } => ((size, size), (size, size), (0, 0)),
             SizePolicy::Multiple { multiple: m, fit } => match fit {
                 Fit::Pad => ((w.div_ceil(m) * m, h.div_ceil(m) * m), (w, h), (0, 0)),
                 Fit::Resize => {
@@ -409,9 +412,14 @@ impl LoadedModel {
         if cdim != -1 && cdim != 3 {
             bail!(what(&format!("3 channels ({:?})", entry.input.layout)));
         }
-        if let SizePolicy::Fixed { width, height } | SizePolicy::Letterbox { width, height, .. } =
-            entry.input.size
-        {
+        let fixed = match entry.input.size {
+            SizePolicy::Fixed { width, height } | SizePolicy::Letterbox { width, height, .. } => {
+                Some((width, height))
+            }
+            SizePolicy::ShortSide { size } => Some((size, size)),
+            SizePolicy::Any | SizePolicy::Multiple { .. } => None,
+        };
+        if let Some((width, height)) = fixed {
             let (hd, wd) = match entry.input.layout {
                 Layout::Nchw => (input.shape[2], input.shape[3]),
                 Layout::Nhwc => (input.shape[1], input.shape[2]),
@@ -442,7 +450,19 @@ impl LoadedModel {
         Ok(())
     }
 
-    fn max_batch(&self, wanted: usize) -> usize {
+    /// Run on a ready batch and return the entry's output (feature models).
+    pub fn run_batch(&self, shape: &[usize], data: Batch<'_>) -> Result<ArrayD<f32>> {
+        self.check_shape(shape)?;
+        let mut net = self
+            .net
+            .lock()
+            .map_err(|_| anyhow::anyhow!("model {}: session lock poisoned", self.entry.name))?;
+        let mut out = net.run(&self.input_name, shape, data, &[self.output])?;
+        out.pop()
+            .with_context(|| format!("model {}: no output", self.entry.name))
+    }
+
+    pub fn max_batch(&self, wanted: usize) -> usize {
         match self.declared.first() {
             Some(&d) if d > 0 => d as usize,
             _ => wanted.max(1),
@@ -612,6 +632,17 @@ impl ModelSet {
                     let img = draw_keypose(w, h, &found, &style);
                     persons = Some(found);
                     crate::imaging::encode::encode_png(img.as_raw(), w, h, 3)?
+                }
+                (DecoderKind::Features, kind) => {
+                    // `choose_models` only accepts models that serve the condition, and
+                    // feature models serve none.
+                    return Err(RowFailure::new(
+                        "internal",
+                        format!(
+                            "model {name} is a feature model and cannot compute {}",
+                            kind.name()
+                        ),
+                    ));
                 }
             };
             conditions[u.slot] = png;

@@ -2,7 +2,7 @@
 //!
 //! A [`FeatureExtractor`] turns a batch of decoded RGB images into one feature row each
 //! (its own preprocessing included: resize, normalisation, layout). The ONNX Runtime
-//! models of issue 4 (Inception, CLIP image tower, DINOv2 …) implement it; nothing in the
+//! feature models ([`super::onnx_features`]: Inception, CLIP image tower, DINOv2 …) implement it; nothing in the
 //! metrics knows about models.
 //!
 //! [`FeatureCache`] stores one feature row per (image sha256, model key) under
@@ -12,12 +12,15 @@
 //! preprocessing variant when a model has several (e.g. `…:clean`), so a cached row is
 //! always the output of exactly these weights and this preprocessing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use faer::Mat;
 use sha2::{Digest, Sha256};
 
+use rayon::prelude::*;
+
+use crate::eval::images::ImageSet;
 use crate::eval::io::write_atomic;
 
 /// Image batch → features. Implementations must be deterministic and batch-size
@@ -114,80 +117,140 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Features of `images` (files), in order: cached rows are read, the rest decoded and run
-/// through `extractor` in batches, then cached.
+/// Features of `images` (files), in order; see [`features_for_set`].
 pub fn features_for_images(
     extractor: &mut dyn FeatureExtractor,
     cache: &FeatureCache,
     images: &[PathBuf],
 ) -> Result<(Mat<f64>, CacheReport)> {
+    features_for_set(
+        extractor,
+        Some(cache),
+        &ImageSet::Files(images.to_vec()),
+        &mut |_| {},
+    )
+}
+
+/// Features of every image of `set`, in order: per chunk, cached rows are read, the rest
+/// decoded (`Image.open(…).convert("RGB")` semantics: no EXIF rotation, alpha dropped) and
+/// run through `extractor`, then cached (no cache: everything is computed). `progress`
+/// gets the number of images done.
+pub fn features_for_set(
+    extractor: &mut dyn FeatureExtractor,
+    cache: Option<&FeatureCache>,
+    set: &ImageSet,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Mat<f64>, CacheReport)> {
     let key = extractor.model_key();
     let dim = extractor.dim();
-    let mut rows: Vec<Option<Vec<f32>>> = Vec::with_capacity(images.len());
-    let mut todo: Vec<(usize, String)> = Vec::new();
+    let mut m = Mat::<f64>::zeros(set.len(), dim);
     let mut report = CacheReport::default();
-    for (i, p) in images.iter().enumerate() {
-        let bytes =
-            std::fs::read(p).with_context(|| format!("cannot read image {}", p.display()))?;
-        let sha = sha256_hex(&bytes);
-        match cache.get(&key, &sha, dim)? {
-            Some(r) => {
-                report.hits += 1;
-                rows.push(Some(r));
-            }
-            None => {
-                rows.push(None);
-                todo.push((i, sha));
+    let mut next = 0usize;
+    let chunk = extractor.batch_size().max(1) * 4;
+    set.for_each_chunk(chunk, |items| {
+        let shas: Vec<String> = items.iter().map(|it| sha256_hex(&it.bytes)).collect();
+        let mut todo: Vec<usize> = Vec::new();
+        for (j, sha) in shas.iter().enumerate() {
+            let hit = match cache {
+                Some(c) => c.get(&key, sha, dim)?,
+                None => None,
+            };
+            match hit {
+                Some(r) => {
+                    report.hits += 1;
+                    put_row(&mut m, next + j, &r)?;
+                }
+                None => todo.push(j),
             }
         }
-    }
-    for chunk in todo.chunks(extractor.batch_size().max(1)) {
-        let batch = chunk
-            .iter()
-            .map(|(i, _)| decode(&images[*i]))
-            .collect::<Result<Vec<_>>>()?;
-        let out = extractor.extract(&batch)?;
-        if out.len() != chunk.len() {
-            bail!(
-                "feature model returned {} rows for {} images",
-                out.len(),
-                chunk.len()
-            );
-        }
-        for ((i, sha), row) in chunk.iter().zip(out) {
-            if row.len() != dim {
+        for part in todo.chunks(extractor.batch_size().max(1)) {
+            let batch = part
+                .par_iter()
+                .map(|&j| decode(&items[j].bytes, &items[j].name))
+                .collect::<Result<Vec<_>>>()?;
+            let out = extractor.extract(&batch)?;
+            if out.len() != part.len() {
                 bail!(
-                    "feature model returned a row of {} values, expected {dim}",
-                    row.len()
+                    "feature model returned {} rows for {} images",
+                    out.len(),
+                    part.len()
                 );
             }
-            if let Some(v) = row.iter().find(|v| !v.is_finite()) {
-                bail!(
-                    "feature model returned a non-finite value {v} for {}",
-                    images[*i].display()
-                );
+            for (&j, row) in part.iter().zip(out) {
+                if row.len() != dim {
+                    bail!(
+                        "feature model returned a row of {} values for {}, expected {dim}",
+                        row.len(),
+                        items[j].name
+                    );
+                }
+                if let Some(v) = row.iter().find(|v| !v.is_finite()) {
+                    bail!(
+                        "feature model returned a non-finite value {v} for {}",
+                        items[j].name
+                    );
+                }
+                if let Some(c) = cache {
+                    c.put(&key, &shas[j], &row)?;
+                }
+                put_row(&mut m, next + j, &row)?;
+                report.computed += 1;
             }
-            cache.put(&key, sha, &row)?;
-            rows[*i] = Some(row);
-            report.computed += 1;
         }
-    }
-    let mut m = Mat::<f64>::zeros(images.len(), dim);
-    for (i, r) in rows.into_iter().enumerate() {
-        let r = r.with_context(|| format!("no features for {}", images[i].display()))?;
-        for (j, v) in r.into_iter().enumerate() {
-            m[(i, j)] = v as f64;
-        }
+        next += items.len();
+        progress(next);
+        Ok(())
+    })?;
+    if next != set.len() {
+        bail!(
+            "the image set changed while it was read ({} images listed, {next} read)",
+            set.len()
+        );
     }
     Ok((m, report))
 }
 
-fn decode(path: &Path) -> Result<image::RgbImage> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    Ok(image::load_from_memory(&bytes)
-        .with_context(|| format!("cannot decode image {}", path.display()))?
+fn put_row(m: &mut Mat<f64>, i: usize, row: &[f32]) -> Result<()> {
+    if i >= m.nrows() {
+        bail!("the image set grew while it was read");
+    }
+    for (j, &v) in row.iter().enumerate() {
+        m[(i, j)] = v as f64;
+    }
+    Ok(())
+}
+
+/// Decode as PIL's `Image.open(f).convert("RGB")` does: no EXIF rotation, alpha dropped,
+/// grey replicated. JPEGs go through libjpeg-turbo's decoder (as in Pillow: ISLOW IDCT,
+/// fancy upsampling), because other decoders differ by a few levels on many pixels and
+/// feature models amplify that; CMYK JPEGs and other formats use the `image` crate.
+pub fn decode(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if let Some(img) = decode_jpeg_like_pil(bytes) {
+            return Ok(img);
+        }
+    }
+    Ok(image::load_from_memory(bytes)
+        .with_context(|| format!("cannot decode image {name}"))?
         .to_rgb8())
+}
+
+/// libjpeg-turbo (mozjpeg's decoder is libjpeg-turbo's) to RGB; `None` for colour spaces
+/// Pillow converts itself (CMYK, YCCK) or on any decoder error (the caller falls back).
+fn decode_jpeg_like_pil(bytes: &[u8]) -> Option<image::RgbImage> {
+    use mozjpeg::ColorSpace;
+    let d = mozjpeg::Decompress::new_mem(bytes).ok()?;
+    if !matches!(
+        d.color_space(),
+        ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB
+    ) {
+        return None;
+    }
+    let (w, h) = (d.width() as u32, d.height() as u32);
+    let mut started = d.rgb().ok()?;
+    let px: Vec<[u8; 3]> = started.read_scanlines().ok()?;
+    started.finish().ok()?;
+    image::RgbImage::from_raw(w, h, px.into_iter().flatten().collect())
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use ndarray_npy::{NpzReader, NpzWriter, ReadNpyError, ReadNpyExt, ReadNpzError, 
 use crate::metrics::Stats;
 use crate::sink::store::LocalStore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Dtype {
     F32,
     F64,
@@ -107,7 +107,7 @@ pub fn read_features(path: &Path) -> Result<Features> {
     match sniff(path)? {
         FileKind::Npy => {}
         FileKind::Directory => bail!(
-            "{}: is a directory; computing features from images needs the model runtime (issue 4) — pass a .npy feature file",
+            "{}: is a directory; to compute features from its images pass --model NAME (a feature model, e.g. inception), or pass a .npy feature file",
             path.display()
         ),
         FileKind::Npz => bail!(
@@ -337,7 +337,7 @@ pub fn load_stats(path: &Path) -> Result<Stats> {
             Stats::from_features(f.x.as_ref(), &f.what())
         }
         FileKind::Directory => bail!(
-            "{}: is a directory; computing features from images needs the model runtime (issue 4) — pass .npz statistics or a .npy feature file",
+            "{}: is a directory; to compute features from its images pass --model NAME (a feature model, e.g. inception), or pass .npz statistics or a .npy feature file",
             path.display()
         ),
     }

@@ -3,27 +3,169 @@
 //! - [`io`]: `.npy` features and `.npz` statistics (read, write atomically).
 //! - [`compute`]: which metrics, on which inputs → [`MetricValues`] (the JSON object).
 //! - [`run`]: `prep eval run --config`: many entries against one reference → metrics.json/csv.
-//! - [`extract`]: the `FeatureExtractor` seam for models (issue 4's runtime) and the
-//!   feature cache keyed by (image sha256, model key).
+//! - [`extract`]: the `FeatureExtractor` seam and the feature cache keyed by (image sha256,
+//!   model key); [`onnx_features`]: the ONNX feature models of the registry behind it;
+//!   [`preprocess`]: their reference-exact input preprocessing; [`images`]: image sets
+//!   (directory, Parquet column, `prep build` output).
 //!
 //! The math lives in `crate::metrics`; this module reads files, checks them (every error
 //! names the file) and formats results.
 
 pub mod compute;
+pub mod control;
 pub mod extract;
+pub mod images;
 pub mod io;
+pub mod onnx_features;
 pub mod preprocess;
 pub mod run;
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
 
-use crate::cli::{EvalCommand, EvalFidArgs, EvalMetricsArgs, EvalStatsArgs};
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{
+    EvalCommand, EvalFeaturesArgs, EvalFidArgs, EvalMetricsArgs, EvalStatsArgs, FeatureModelArgs,
+};
 use crate::metrics::{frechet_distance, Stats};
+use crate::runtime::RuntimeOptions;
 
 pub use compute::{Metric, MetricOptions, MetricValues};
 
-/// The message for every path that needs a feature model before the runtime lands.
-pub const NEEDS_RUNTIME: &str = "needs the model runtime (issue 4): computing features from images with --model is not available yet; pass .npy feature files (or .npz statistics) instead";
+/// Whether a path names images (a directory, `.parquet`, or either with `:COLUMN`) rather
+/// than a `.npy`/`.npz` file.
+pub fn is_image_input(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    let base = match s.rsplit_once(':') {
+        Some((p, c)) if !p.is_empty() && !c.contains('/') && Path::new(p).exists() => {
+            PathBuf::from(p)
+        }
+        _ => path.to_path_buf(),
+    };
+    base.is_dir() || base.extension().is_some_and(|x| x == "parquet")
+}
+
+/// A feature model opened once for a command, with its cache.
+pub struct FeatureModel {
+    extractor: onnx_features::OnnxExtractor,
+    cache: Option<extract::FeatureCache>,
+    pub name: String,
+    pub sha256: String,
+}
+
+impl FeatureModel {
+    pub fn open(name: &str, fm: &FeatureModelArgs) -> Result<FeatureModel> {
+        let reg = crate::models::Registry::load()?;
+        let entry = reg.get(name)?;
+        let path = fm
+            .model_file
+            .clone()
+            .unwrap_or_else(|| reg.cached_file(name));
+        if !path.is_file() {
+            bail!(
+                "model {name}: {} does not exist; run `prep models fetch {name}`, register a file with `prep models add {name} --file F.onnx --like {name}`, or pass --model-file PATH",
+                path.display()
+            );
+        }
+        let opts = RuntimeOptions {
+            threads: fm.threads,
+            device: fm.device,
+        };
+        let extractor =
+            onnx_features::OnnxExtractor::open(entry, path, &opts, fm.preprocess, fm.batch_size)?;
+        let sha256 = extract::FeatureExtractor::model_key(&extractor);
+        Ok(FeatureModel {
+            extractor,
+            cache: (!fm.no_cache).then(extract::FeatureCache::default_location),
+            name: name.to_string(),
+            sha256,
+        })
+    }
+
+    /// Features of an image set (directory, Parquet[:COLUMN], build output[:COLUMN]).
+    pub fn features(&mut self, images: &Path) -> Result<io::Features> {
+        let set = images::ImageSet::open(images)?;
+        let bar = indicatif::ProgressBar::new(set.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {wide_bar} {pos}/{len} images ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("features ({})", self.name));
+        let (x, report) = extract::features_for_set(
+            &mut self.extractor,
+            self.cache.as_ref(),
+            &set,
+            &mut |done| bar.set_position(done as u64),
+        )
+        .with_context(|| format!("features of {} with model {}", images.display(), self.name))?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{}: {} images, {} computed, {} from the cache ({} × {})",
+            images.display(),
+            set.len(),
+            report.computed,
+            report.hits,
+            x.nrows(),
+            x.ncols()
+        );
+        Ok(io::Features {
+            x,
+            dtype: io::Dtype::F32,
+            path: images.to_path_buf(),
+        })
+    }
+}
+
+/// The feature model named by `--model`, opened on first use.
+struct LazyModel<'a> {
+    fm: &'a FeatureModelArgs,
+    name: Option<String>,
+    flag: &'static str,
+    model: Option<FeatureModel>,
+}
+
+impl<'a> LazyModel<'a> {
+    fn new(fm: &'a FeatureModelArgs, name: Option<String>, flag: &'static str) -> Self {
+        LazyModel {
+            fm,
+            name,
+            flag,
+            model: None,
+        }
+    }
+
+    /// `.npy` features are read; images go through the model.
+    fn features(&mut self, path: &Path) -> Result<io::Features> {
+        if !is_image_input(path) {
+            return io::read_features(path);
+        }
+        self.model_mut(path)?.features(path)
+    }
+
+    fn model_mut(&mut self, path: &Path) -> Result<&mut FeatureModel> {
+        if self.model.is_none() {
+            let name = self.name.as_deref().with_context(|| {
+                format!(
+                    "{} holds images: pass {} NAME (a feature model, e.g. inception) to compute their features",
+                    path.display(),
+                    self.flag
+                )
+            })?;
+            self.model = Some(FeatureModel::open(name, self.fm)?);
+        }
+        self.model.as_mut().context("feature model was not opened")
+    }
+
+    /// Statistics: `.npz` read, `.npy` or images → features → mean/covariance.
+    fn stats(&mut self, path: &Path) -> Result<Stats> {
+        if !is_image_input(path) {
+            return io::load_stats(path);
+        }
+        let f = self.features(path)?;
+        Stats::from_features(f.x.as_ref(), &f.what())
+    }
+}
 
 /// Dispatch `prep eval …`.
 pub fn run(cmd: EvalCommand) -> Result<()> {
@@ -53,24 +195,74 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             }
             Ok(())
         }
-        EvalCommand::Features(a) => bail!(
-            "prep eval features --images {} --model {}: {NEEDS_RUNTIME}",
-            a.images.display(),
-            a.model
-        ),
+        EvalCommand::Features(a) => features(&a),
+        EvalCommand::Control(a) => {
+            let r = control::run(&a)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let v = serde_json::to_value(&r)?;
+                if let Some(o) = v.as_object() {
+                    for (k, v) in o {
+                        println!("{k:<22} {v}");
+                    }
+                }
+            }
+            Ok(())
+        }
     }
 }
 
+fn features(a: &EvalFeaturesArgs) -> Result<()> {
+    let name =
+        a.fm.model
+            .as_deref()
+            .context("prep eval features needs --model NAME (a feature model, e.g. inception)")?;
+    let mut m = FeatureModel::open(name, &a.fm)?;
+    let f = m.features(&a.images)?;
+    io::write_features(&a.out, &f.x, a.dtype)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"out": a.out, "n": f.x.nrows(), "d": f.x.ncols(),
+                "model": m.name, "model_key": m.sha256})
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({} × {}, model {})",
+            a.out.display(),
+            f.x.nrows(),
+            f.x.ncols(),
+            m.name
+        );
+    }
+    Ok(())
+}
+
 fn stats(a: &EvalStatsArgs) -> Result<()> {
-    let features = match (&a.features, &a.images, &a.model) {
-        (Some(f), None, None) => f,
-        (None, Some(_), _) | (_, _, Some(_)) => {
-            bail!("prep eval stats --images/--model: {NEEDS_RUNTIME}")
+    let f = match (&a.features, &a.images) {
+        (Some(f), None) => {
+            if a.fm.model.is_some() {
+                bail!(
+                    "--model computes features from --images; with --features F.npy leave it out"
+                );
+            }
+            io::read_features(f)?
         }
-        (Some(_), Some(_), _) => bail!("give either --features or --images, not both"),
-        (None, None, None) => bail!("prep eval stats needs --features F.npy"),
+        (None, Some(images)) => {
+            let name = a.fm.model.as_deref().with_context(|| {
+                format!(
+                    "--images {}: pass --model NAME (a feature model, e.g. inception)",
+                    images.display()
+                )
+            })?;
+            FeatureModel::open(name, &a.fm)?.features(images)?
+        }
+        (Some(_), Some(_)) => bail!("give either --features or --images, not both"),
+        (None, None) => {
+            bail!("prep eval stats needs --features F.npy or --images DIR --model NAME")
+        }
     };
-    let f = io::read_features(features)?;
     let s = Stats::from_features(f.x.as_ref(), &f.what())?;
     io::write_stats_npz(&a.out, &s, a.compressed)?;
     if a.json {
@@ -90,11 +282,9 @@ fn stats(a: &EvalStatsArgs) -> Result<()> {
 }
 
 fn fid(a: &EvalFidArgs) -> Result<()> {
-    if a.model.is_some() {
-        bail!("prep eval fid --model: {NEEDS_RUNTIME}");
-    }
-    let real = io::load_stats(&a.real)?;
-    let gen = io::load_stats(&a.gen)?;
+    let mut model = LazyModel::new(&a.fm, a.fm.model.clone(), "--model");
+    let real = model.stats(&a.real)?;
+    let gen = model.stats(&a.gen)?;
     if real.dim() != gen.dim() {
         bail!(
             "dimensions differ: {} has d = {}, {} has d = {}",
@@ -115,9 +305,6 @@ fn fid(a: &EvalFidArgs) -> Result<()> {
 }
 
 fn metrics(a: &EvalMetricsArgs) -> Result<()> {
-    if a.model.is_some() {
-        bail!("prep eval metrics --model: {NEEDS_RUNTIME}");
-    }
     let which = compute::parse_metrics(&a.metrics)?;
     let opts = MetricOptions {
         seed: a.seed,
@@ -130,12 +317,27 @@ fn metrics(a: &EvalMetricsArgs) -> Result<()> {
     if which.contains(&Metric::Clip) && a.gen_text.is_none() {
         bail!("--metrics clip needs --gen-text T.npy: the CLIP text embeddings of the prompts, row i for generated image i");
     }
-    let real = io::read_features(&a.real)?;
-    let gen = io::read_features(&a.gen)?;
-    let load = |p: &Option<std::path::PathBuf>| p.as_deref().map(io::read_features).transpose();
-    let real_clip = load(&a.real_clip)?;
-    let gen_clip = load(&a.gen_clip)?;
-    let gen_text = load(&a.gen_text)?;
+    let mut model = LazyModel::new(&a.fm, a.fm.model.clone(), "--model");
+    let real = model.features(&a.real)?;
+    let gen = model.features(&a.gen)?;
+    // CLIP embeddings: given files or images through --clip-model; by default the images
+    // of --real/--gen when they are images and --clip-model is given.
+    let needs_clip = which
+        .iter()
+        .any(|m| matches!(m, Metric::Cmmd | Metric::Clip));
+    let mut clip = LazyModel::new(&a.fm, a.clip_model.clone(), "--clip-model");
+    let mut clip_of = |given: &Option<PathBuf>, images: &Path| -> Result<Option<io::Features>> {
+        match given {
+            Some(p) => clip.features(p).map(Some),
+            None if needs_clip && a.clip_model.is_some() && is_image_input(images) => {
+                clip.features(images).map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    let real_clip = clip_of(&a.real_clip, &a.real)?;
+    let gen_clip = clip_of(&a.gen_clip, &a.gen)?;
+    let gen_text = a.gen_text.as_deref().map(io::read_features).transpose()?;
     let inputs = compute::Inputs {
         real: &real,
         gen: &gen,

@@ -11,6 +11,7 @@
 
 pub mod clip;
 pub mod cmmd;
+pub mod control;
 pub mod fid;
 pub mod fid_inf;
 pub mod kid;

@@ -39,6 +39,26 @@ const BUILTIN: &[(&str, &str)] = &[
         "movenet-lightning.toml",
         include_str!("../../manifests/models/movenet-lightning.toml"),
     ),
+    (
+        "inception.toml",
+        include_str!("../../manifests/models/inception.toml"),
+    ),
+    (
+        "inception-clean.toml",
+        include_str!("../../manifests/models/inception-clean.toml"),
+    ),
+    (
+        "clip-vit-l14.toml",
+        include_str!("../../manifests/models/clip-vit-l14.toml"),
+    ),
+    (
+        "clip-vit-l14-336.toml",
+        include_str!("../../manifests/models/clip-vit-l14-336.toml"),
+    ),
+    (
+        "dinov2-vitl14.toml",
+        include_str!("../../manifests/models/dinov2-vitl14.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +98,32 @@ pub enum Align {
     TopLeft,
 }
 
-/// How the preprocessed image is sized for the model. Resizes are `cv2.INTER_CUBIC`.
+/// The resampling filter of a size policy's resize.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resample {
+    /// `cv2.resize(…, INTER_CUBIC)` on uint8, bit-exact (the condition annotators).
+    #[default]
+    CvCubic,
+    /// PyTorch `F.interpolate(mode="bilinear", align_corners=False)` without antialias, on
+    /// float (pytorch-fid's Inception input).
+    TorchBilinear,
+    /// PIL `Image.resize(…, BICUBIC)` on the uint8 image: antialiased, fixed point, rounded
+    /// to uint8 (CLIP and DINOv2 transforms).
+    PilBicubic,
+    /// PIL `BICUBIC` per channel on float ("F" mode), clipped to [0, 255], not re-quantised
+    /// (clean-fid's "clean" mode).
+    PilBicubicFloat,
+}
+
+impl Resample {
+    fn is_default(&self) -> bool {
+        *self == Resample::CvCubic
+    }
+}
+
+/// How the preprocessed image is sized for the model. Resizes use the spec's `resample`
+/// filter (`cv2.INTER_CUBIC` unless the spec says otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SizePolicy {
@@ -94,6 +139,10 @@ pub enum SizePolicy {
         height: u32,
         align: Align,
     },
+    /// Shorter side resized to `size` (longer side ⌊size·long/short⌋), then the centre
+    /// `size × size` crop (torchvision `Resize(size)` + `CenterCrop(size)`, as CLIP
+    /// preprocesses). Feature models only.
+    ShortSide { size: u32 },
 }
 
 /// The model input: `x' = (pixel / divide − mean[c]) / std[c]`, channels in `channels`
@@ -108,6 +157,9 @@ pub struct InputSpec {
     pub channels: ChannelOrder,
     pub dtype: DType,
     pub size: SizePolicy,
+    /// The resize filter (feature models only; conditions use `cv-cubic`).
+    #[serde(default, skip_serializing_if = "Resample::is_default")]
+    pub resample: Resample,
     #[serde(default = "one")]
     pub divide: f32,
     #[serde(default = "zeros")]
@@ -138,6 +190,9 @@ pub enum DecoderKind {
     Depth,
     /// Single-person (y, x, score) × 17, normalised to the input (MoveNet).
     Movenet,
+    /// One feature vector per image (`[N, d]`, or `[N, d, 1, 1]` pooled maps): Inception
+    /// pool3, CLIP image embeddings, DINOv2 — the inputs of `prep eval`.
+    Features,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +279,27 @@ impl ModelEntry {
                     self.output.decoder
                 );
             }
+        }
+        if self.output.decoder == DecoderKind::Features && !self.conditions.is_empty() {
+            bail!(
+                "model {}: a feature model (decoder \"features\") computes no condition; remove `conditions`",
+                self.name
+            );
+        }
+        if self.output.decoder != DecoderKind::Features
+            && (matches!(self.input.size, SizePolicy::ShortSide { .. })
+                || self.input.resample != Resample::CvCubic)
+        {
+            bail!(
+                "model {}: size policy \"short-side\" and resample filters other than \"cv-cubic\" are for feature models (decoder \"features\")",
+                self.name
+            );
+        }
+        if let SizePolicy::ShortSide { size: 0 }
+        | SizePolicy::Fixed { width: 0, .. }
+        | SizePolicy::Fixed { height: 0, .. } = self.input.size
+        {
+            bail!("model {}: sizes must be at least 1", self.name);
         }
         if let SizePolicy::Multiple { multiple: 0, .. } = self.input.size {
             bail!("model {}: size multiple must be at least 1", self.name);
@@ -330,7 +406,7 @@ impl Registry {
         match ConditionKind::parse_list(like).ok().and_then(|v| v.first().copied()) {
             Some(kind) if kind.needs_model() => self.default_for(kind),
             _ => bail!(
-                "--like {like:?} is neither a model ({}) nor a model-backed condition (hed, sketch, depth, keypose)",
+                "--like {like:?} is neither a model ({}) nor a model-backed condition (hed, sketch, depth, keypose); feature models are named (e.g. --like inception, --like clip-vit-l14)",
                 self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         }

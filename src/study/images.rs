@@ -204,6 +204,27 @@ fn default_batch() -> usize {
     16
 }
 
+/// pytorch-fid's Inception input at `size`²: NCHW RGB, torch bilinear (no antialias),
+/// x / 127.5 − 1.
+fn pytorch_fid_spec(size: u32) -> crate::models::InputSpec {
+    use crate::models::{ChannelOrder, DType, InputSpec, Layout, Resample, SizePolicy};
+    InputSpec {
+        name: None,
+        layout: Layout::Nchw,
+        channels: ChannelOrder::Rgb,
+        dtype: DType::F32,
+        size: SizePolicy::Fixed {
+            width: size,
+            height: size,
+        },
+        resample: Resample::TorchBilinear,
+        divide: 127.5,
+        mean: [1.0; 3],
+        std: [1.0; 3],
+        pad_value: 0.0,
+    }
+}
+
 /// A generic ONNX image-feature model (see the module docs).
 pub struct OnnxFeatures {
     net: Net,
@@ -275,7 +296,7 @@ impl FeatureExtractor for OnnxFeatures {
         let s = self.size as usize;
         let mut data = Vec::with_capacity(images.len() * 3 * s * s);
         for im in images {
-            data.extend(preprocess::pytorch_fid(im, self.size));
+            data.extend(preprocess::prepare(&pytorch_fid_spec(self.size), im)?.0);
         }
         let out = self.net.run(
             &self.input,
