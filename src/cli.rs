@@ -77,6 +77,11 @@ pub enum Command {
     /// Generate images with Stable Diffusion + T2I-Adapters (ONNX) over a built dataset.
     #[command(after_help = crate::generate::cli::EXAMPLES)]
     Generate(crate::generate::cli::GenerateArgs),
+    /// Nested, seeded training subsets + a disjoint validation split of a built dataset
+    /// (index files only, no data copied).
+    Subset(crate::subset::SubsetArgs),
+    /// The study's nightly report: static index.html (inline SVG) + metrics.csv/json.
+    Report(crate::report::ReportArgs),
 }
 
 const BUILD_EXAMPLES: &str = "\
@@ -706,6 +711,10 @@ pub struct EvalRunArgs {
     /// Print the result rows as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Study configs ([study] table): the night these results belong to (default: today,
+    /// UTC). Re-running a night replaces its rows in the history.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub night: Option<String>,
 }
 
 #[derive(Debug, Args)]

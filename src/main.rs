@@ -180,6 +180,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Generate(args) => prep::generate::cli::run(&args),
+        Command::Report(args) => {
+            let d = prep::report::run(&args)?;
+            let regressions = d
+                .comparisons
+                .iter()
+                .filter(|c| c.verdict == "regression")
+                .count();
+            eprintln!(
+                "wrote {} (study {}, night {}: {} rows, {} fits, {regressions} regression(s))",
+                args.out.join("index.html").display(),
+                d.study,
+                d.night,
+                d.rows.len(),
+                d.fits.len()
+            );
+            Ok(())
+        }
+        Command::Subset(args) => {
+            let m = prep::subset::run(&args)?;
+            for (name, s) in &m.splits {
+                eprintln!(
+                    "{name:>8}: {:>9} rows -> {}",
+                    s.rows,
+                    args.out.join(&s.index).display()
+                );
+            }
+            eprintln!("wrote {}", args.out.join("subsets.json").display());
+            Ok(())
+        }
         Command::Inspect(args) => {
             let summary = prep::inspect::summarize(&args.dir)?;
             if args.json {

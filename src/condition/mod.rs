@@ -4,8 +4,8 @@
 //! Architecture invariant: a condition never does I/O and never sees the source image,
 //! only [`Prepared`], so every map lines up pixel for pixel with the stored `image`.
 
-mod canny;
-mod color;
+pub(crate) mod canny;
+pub(crate) mod color;
 pub mod dwpose;
 mod keypose;
 pub mod model;

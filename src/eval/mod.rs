@@ -175,6 +175,21 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Metrics(a) => metrics(&a),
         EvalCommand::Fid(a) => fid(&a),
         EvalCommand::Run(a) => {
+            if let Some(text) = crate::study::nightly::study_text(&a.config)? {
+                let r = crate::study::nightly::run(
+                    &a.config,
+                    &text,
+                    a.night.as_deref(),
+                    a.out.as_deref(),
+                )?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                }
+                return Ok(());
+            }
+            if let Some(n) = &a.night {
+                bail!("--night {n}: {} is not a study config (no [study] table); only studies keep a history", a.config.display());
+            }
             let rows = run::run_config(&a.config, a.out.as_deref())?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
