@@ -144,24 +144,45 @@ fn eval_run_with_stats_entries_and_fid_only() {
 }
 
 #[test]
-fn image_paths_need_the_runtime() {
+fn image_inputs_need_a_feature_model_that_is_there() {
     let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    image::RgbImage::new(8, 8).save(imgs.join("a.png")).unwrap();
+    // Images without --model: say which flag computes their features.
     let out = prep()
+        .env("PREP_CACHE", &cache)
         .args(["eval", "metrics", "--gen"])
-        .arg(dir.path())
+        .arg(&imgs)
         .arg("--real")
-        .arg(dir.path())
-        .args(["--model", "inception"])
+        .arg(&imgs)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the model runtime (issue 4)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --model NAME"));
+    // The built-in inception entry without a file: say how to get one.
     let out = prep()
+        .env("PREP_CACHE", &cache)
         .args(["eval", "features", "--images"])
-        .arg(dir.path())
+        .arg(&imgs)
         .args(["--model", "inception", "--out", "x.npy"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the model runtime (issue 4)"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("prep models add inception --file F.onnx --like inception"));
+    // An empty directory is no image set.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = prep()
+        .env("PREP_CACHE", &cache)
+        .args(["eval", "fid", "--real"])
+        .arg(&empty)
+        .arg("--gen")
+        .arg(&imgs)
+        .args(["--model", "inception"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -243,18 +243,43 @@ fn two_nights_one_report() {
 }
 
 #[test]
-fn checkpoints_to_generate_fail_clearly_until_generate_is_merged() {
+fn checkpoints_are_generated_with_the_toy_pipeline_then_scored_and_reported() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     write_set(&d.join("real"), 8, 0.0);
+    // The validation set: a prep-built dataset at the toy pipeline's 64×64.
+    common::run_ok(&[
+        "build",
+        "--source",
+        "demo",
+        "--condition",
+        "color",
+        "--resolution",
+        "64",
+        "--image-format",
+        "png",
+        "--out",
+        d.join("val-dataset").to_str().unwrap(),
+        "--quiet",
+    ]);
+    // Two toy checkpoints (the fixture adapter under two training-sample counts).
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generate");
+    for n in ["n1000", "n5000"] {
+        let dst = d.join("ckpt/color").join(n);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["model.onnx", "adapter.toml"] {
+            std::fs::copy(fx.join("adapters/color").join(f), dst.join(f)).unwrap();
+        }
+    }
     let cfg = d.join("gen.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[study]
+    let write_cfg = |eval_size: usize| {
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"[study]
 name = "s"
 history = "history.parquet"
-eval_size = 8
+eval_size = {eval_size}
 
 [features]
 model = "{}"
@@ -267,34 +292,63 @@ images = "real"
 dataset = "val-dataset"
 
 [generation]
-pipeline = "sdxl-onnx"
-steps = 30
+pipeline = "{}"
+steps = 4
 guidance = 7.5
 seed = 0
 
 [[checkpoint]]
-name = "color-n1k-s500"
+name = "color-n1k"
 condition = "color"
 samples = 1000
-step = 500
-path = "ckpt/color/n1000/step500"
+path = "ckpt/color/n1000"
+
+[[checkpoint]]
+name = "color-n5k"
+condition = "color"
+samples = 5000
+path = "ckpt/color/n5000"
 "#,
-            fixture_model().display()
-        ),
-    )
-    .unwrap();
-    let o = common::run(&[
+                fixture_model().display(),
+                fx.join("pipeline").display()
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg(4);
+    let night = [
         "eval",
         "run",
         "--config",
         cfg.to_str().unwrap(),
         "--night",
         "2026-11-25",
+    ];
+    common::run_ok(&night);
+    // The adapters ran through prep generate: images and its Parquet exist per checkpoint.
+    let gen = |c: &str| d.join("2026-11-25/generated").join(c);
+    for c in ["color-n1k", "color-n5k"] {
+        assert!(gen(c).join("generated.parquet").is_file(), "{c}");
+        let n = std::fs::read_dir(gen(c).join("images")).unwrap().count();
+        assert!(n >= 4, "{c}: {n} images");
+    }
+    let hist = std::fs::read(d.join("history.parquet")).unwrap();
+    // Same night again: the generated images are reused and the history is unchanged.
+    common::run_ok(&night);
+    assert_eq!(hist, std::fs::read(d.join("history.parquet")).unwrap());
+    let rep = d.join("report");
+    common::run_ok(&[
+        "report",
+        "--history",
+        d.join("history.parquet").to_str().unwrap(),
+        "--out",
+        rep.to_str().unwrap(),
     ]);
-    assert!(!o.status.success());
-    let e = common::stderr(&o);
-    assert!(e.contains("checkpoint \"color-n1k-s500\": generating images from a checkpoint needs `prep generate` (issue 6), which is not available in this build"), "{e}");
-    assert!(!d.join("history.parquet").exists(), "nothing written");
+    let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(
+        html.contains("color-n1k") && html.contains("<svg"),
+        "report lacks the checkpoints"
+    );
 
     // Too few images for the study's eval_size.
     std::fs::write(

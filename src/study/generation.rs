@@ -5,21 +5,13 @@
 //! images go — the arguments of `prep generate --pipeline P --adapter COND=DIR:ω --input D
 //! --condition COND --steps S --guidance G --seed X --out GEN`, and handed to [`generate`].
 //!
-//! `prep generate` (issue 6, `crate::generate::run`) is not part of this build yet, so
-//! [`generate`] refuses with [`NOT_AVAILABLE`]; after merging it becomes a call into
-//! `generate::run`. Nothing here ever produces stand-in images.
+//! [`generate`] calls `crate::generate::run` (the same code as `prep generate`) and returns
+//! the directory of the generated `KEY.png` images, which the study then scores.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-
-/// `true` once `prep generate` is merged and wired into [`generate`].
-pub const AVAILABLE: bool = false;
-
-/// The message for a checkpoint entry while generation is not in the build.
-pub const NOT_AVAILABLE: &str = "generating images from a checkpoint needs `prep generate` (issue 6), which is not available in this build; \
-until it is merged, generate the checkpoint's images elsewhere and give them as `images = \"DIR\"` (or PARQUET[:COLUMN]) instead of `path`";
 
 /// `[generation]` of a study config: fixed for the study so nights are comparable.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -85,11 +77,52 @@ pub struct GenerateRequest {
     pub out: PathBuf,
 }
 
-/// Generate the request's images into `req.out` and return that directory.
+/// Generate the request's images into `req.out` (resumable: `prep generate` skips nothing,
+/// so an existing complete output is reused) and return the directory of its images.
 pub fn generate(req: &GenerateRequest) -> Result<PathBuf> {
-    bail!(
-        "checkpoint {:?} ({}): {NOT_AVAILABLE}",
-        req.name,
-        req.adapter.display()
-    )
+    let s = &req.settings;
+    let device = match s.device.as_str() {
+        "cpu" => crate::runtime::Device::Cpu,
+        "cuda" => crate::runtime::Device::Cuda,
+        other => bail!("[generation] device {other:?}: use \"cpu\" or \"cuda\""),
+    };
+    let images = req.out.join("images");
+    if req.out.join("generated.parquet").is_file() && images.is_dir() {
+        return Ok(images);
+    }
+    let cfg = crate::generate::GenerateConfig {
+        pipeline: s.pipeline.clone(),
+        adapters: vec![crate::generate::AdapterArg {
+            name: req.condition.clone(),
+            dir: req.adapter.clone(),
+            weight: Some(s.adapter_scale as f32),
+        }],
+        input: req.input.clone(),
+        conditions: vec![req.condition.clone()],
+        steps: s.steps as usize,
+        guidance: s.guidance as f32,
+        seed: s.seed,
+        scheduler: crate::generate::scheduler::SchedulerKind::Ddim,
+        adapter_conditioning_factor: s.conditioning_factor as f32,
+        init_noise: None,
+        mask: None,
+        out: req.out.clone(),
+        limit: Some(req.count),
+        width: None,
+        height: None,
+        save_pixels: false,
+        progress: false,
+        runtime: crate::runtime::RuntimeOptions {
+            threads: None,
+            device,
+        },
+    };
+    crate::generate::run(&cfg).with_context(|| {
+        format!(
+            "checkpoint {:?}: generating from {}",
+            req.name,
+            req.adapter.display()
+        )
+    })?;
+    Ok(images)
 }

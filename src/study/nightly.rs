@@ -309,13 +309,6 @@ pub fn run(
             if cfg.validation.dataset.is_none() {
                 bail!("{cname}: checkpoint {:?} gives `path`; generation needs [validation] dataset (a prep-built Parquet with captions and the condition column)", c.name);
             }
-            if !generation::AVAILABLE {
-                bail!(
-                    "{cname}: checkpoint {:?}: {}",
-                    c.name,
-                    generation::NOT_AVAILABLE
-                );
-            }
         }
         if which.contains(&Metric::Clip) && c.text.is_none() {
             bail!(
