@@ -216,8 +216,8 @@ fn clip_contract_selects_the_named_output_and_stats_fid_metrics_take_images() {
     // but in another order is not distinguishable by size — check the values): a uniform
     // image gives (v/255 − mean)/std per channel, channel-major (196 values each).
     assert_eq!(f.dim(), (3, 588));
-    let mean = [0.48145466f32, 0.4578275, 0.40821073];
-    let std = [0.26862954f32, 0.26130258, 0.27577711];
+    let mean = [0.48145466f64, 0.4578275, 0.40821073].map(|v| v as f32);
+    let std = [0.26862954f64, 0.26130258, 0.27577711].map(|v| v as f32);
     for (c, v) in [255.0f32, 0.0, 51.0].iter().enumerate() {
         let want = (v / 255.0 - mean[c]) / std[c];
         assert!(
