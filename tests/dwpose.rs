@@ -7,34 +7,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 use image::{Rgb, RgbImage};
 use prep::condition::dwpose::{yolox_persons, YoloxParams};
 use prep::record::Person;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
-
-fn prep_in(cache: &Path, args: &[&str]) -> Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_prep"));
-    c.env("PREP_CACHE", cache);
-    c.args(args).output().expect("run prep")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "prep failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 fn fill(img: &mut RgbImage, x0: u32, y0: u32, x1: u32, y1: u32, c: [u8; 3]) {
     for y in y0..y1 {

@@ -4,32 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use common::*;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
-
-fn prep_in(cache: &Path, args: &[&str]) -> Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_prep"));
-    c.env("PREP_CACHE", cache);
-    c.args(args).output().expect("run prep")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "prep failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 fn control(cache: &Path, cond: &str, reference: &Path, gen: &Path) -> serde_json::Value {
     let o = ok(prep_in(

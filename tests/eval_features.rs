@@ -6,39 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 use image::{Rgb, RgbImage};
 use ndarray::Array2;
 use ndarray_npy::ReadNpyExt;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
-
-fn prep_in(cache: &Path, args: &[&str]) -> Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_prep"));
-    c.env("PREP_CACHE", cache);
-    c.args(args).output().expect("run prep")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "prep failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn err(o: Output) -> String {
-    assert!(!o.status.success(), "prep should have failed");
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 fn read_npy(p: &Path) -> Array2<f32> {
     Array2::<f32>::read_npy(std::fs::File::open(p).unwrap()).unwrap()

@@ -8,38 +8,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 use image::{Rgb, RgbImage};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
-
-/// `prep` with its own cache directory.
-fn prep_in(cache: &Path, args: &[&str]) -> Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_prep"));
-    c.env("PREP_CACHE", cache);
-    c.args(args).output().expect("run prep")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "prep failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn err(o: Output) -> String {
-    assert!(!o.status.success(), "prep should have failed");
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 /// A folder of PNG photos at exactly `side`×`side` (so the preprocessed image is the
 /// photo itself); photo 0 is white-ish, photo 3 black.

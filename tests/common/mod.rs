@@ -294,3 +294,34 @@ pub fn decode_gray(bytes: &[u8]) -> image::GrayImage {
     );
     img.into_luma8()
 }
+
+/// A fixture model of tests/fixtures/models.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+/// `prep` with its own cache directory.
+pub fn prep_in(cache: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_prep"));
+    c.env("PREP_CACHE", cache);
+    c.args(args).output().expect("run prep")
+}
+
+/// The output of a run that must succeed (its stdout and stderr in the panic otherwise).
+pub fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "prep failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The stderr of a run that must fail.
+pub fn err(o: Output) -> String {
+    assert!(!o.status.success(), "prep should have failed");
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
