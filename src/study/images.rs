@@ -367,9 +367,9 @@ pub fn features(
             Some(r) => rows.push(Some(r)),
             None => {
                 rows.push(None);
-                let img = image::load_from_memory(&b.bytes)
-                    .map(|d| d.to_rgb8())
-                    .with_context(|| format!("{what}: cannot decode image {}", b.name))?;
+                // Pillow's decoding (libjpeg-turbo for JPEGs), as every eval feature model.
+                let img = crate::eval::extract::decode(&b.bytes, &b.name)
+                    .with_context(|| what.to_string())?;
                 pending.push((i, sha, b.name, img));
                 if pending.len() >= batch {
                     flush(ex, &mut pending, &mut rows)?;
