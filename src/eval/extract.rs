@@ -163,12 +163,41 @@ pub fn features_for_set(
                 None => todo.push(j),
             }
         }
-        for part in todo.chunks(extractor.batch_size().max(1)) {
-            let batch = part
-                .par_iter()
+        // Decoding of batch k + 1 runs on a helper thread (at lower priority, so inference
+        // keeps the cores) while the model runs batch k.
+        let parts: Vec<&[usize]> = todo.chunks(extractor.batch_size().max(1)).collect();
+        let decode_part = |part: &[usize]| -> Result<Vec<image::RgbImage>> {
+            part.iter()
                 .map(|&j| decode(&items[j].bytes, &items[j].name))
-                .collect::<Result<Vec<_>>>()?;
-            let out = extractor.extract(&batch)?;
+                .collect()
+        };
+        let mut ready: Option<Result<Vec<image::RgbImage>>> = parts.first().map(|p| {
+            p.par_iter()
+                .map(|&j| decode(&items[j].bytes, &items[j].name))
+                .collect()
+        });
+        for (pi, part) in parts.iter().enumerate() {
+            let batch = match ready.take() {
+                Some(b) => b?,
+                None => bail!("internal: batch {pi} was not decoded"),
+            };
+            let following = parts.get(pi + 1).copied();
+            let (out, decoded) = std::thread::scope(|sc| {
+                let h = following.map(|p| {
+                    sc.spawn(move || {
+                        crate::runtime::lower_thread_priority();
+                        decode_part(p)
+                    })
+                });
+                let out = extractor.extract(&batch);
+                let decoded = h.map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("image decoding panicked")))
+                });
+                (out, decoded)
+            });
+            ready = decoded;
+            let out = out?;
             if out.len() != part.len() {
                 bail!(
                     "feature model returned {} rows for {} images",
