@@ -67,13 +67,7 @@ fn match_key(key: &str) -> String {
 
 /// key → row of a build output's `column` (and `keypoints` when asked).
 fn read_build(dir: &Path, column: &str, persons: bool) -> Result<BTreeMap<String, CondRow>> {
-    let data = dir.join("data");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)
-        .with_context(|| format!("cannot list {}", data.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    files.sort();
+    let files = super::images::parquet_shards(dir)?;
     let mut rows = BTreeMap::new();
     for f in files {
         let file = File::open(&f).with_context(|| format!("cannot open {}", f.display()))?;

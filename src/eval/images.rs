@@ -42,7 +42,20 @@ fn is_image_file(p: &Path) -> bool {
             .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn parquet_shards(dir: &Path) -> Result<Vec<PathBuf>> {
+/// `PATH:COLUMN` → (`PATH`, `Some(COLUMN)`) when `PATH` exists and `COLUMN` has no `/`;
+/// otherwise the whole spec as a path.
+pub fn split_column(spec: &Path) -> (PathBuf, Option<String>) {
+    let s = spec.to_string_lossy();
+    match s.rsplit_once(':') {
+        Some((p, c)) if !p.is_empty() && !c.contains('/') && Path::new(p).exists() => {
+            (PathBuf::from(p), Some(c.to_string()))
+        }
+        _ => (spec.to_path_buf(), None),
+    }
+}
+
+/// The `data/*.parquet` shards of a `prep build` output, sorted.
+pub fn parquet_shards(dir: &Path) -> Result<Vec<PathBuf>> {
     let data = dir.join("data");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&data)
         .with_context(|| format!("cannot list {}", data.display()))?
@@ -57,13 +70,7 @@ impl ImageSet {
     /// `DIR` (image files, or a `prep build` output), `F.parquet`, each optionally
     /// followed by `:COLUMN` for Parquet (default column `image`).
     pub fn open(spec: &Path) -> Result<ImageSet> {
-        let s = spec.to_string_lossy();
-        let (path, column) = match s.rsplit_once(':') {
-            Some((p, c)) if !p.is_empty() && !c.contains('/') && Path::new(p).exists() => {
-                (PathBuf::from(p), Some(c.to_string()))
-            }
-            _ => (spec.to_path_buf(), None),
-        };
+        let (path, column) = split_column(spec);
         if !path.exists() {
             bail!(
                 "{}: no such file or directory (expected an image directory, a .parquet file or a `prep build` output, optionally with :COLUMN)",

@@ -36,13 +36,7 @@ pub use compute::{Metric, MetricOptions, MetricValues};
 /// Whether a path names images (a directory, `.parquet`, or either with `:COLUMN`) rather
 /// than a `.npy`/`.npz` file.
 pub fn is_image_input(path: &Path) -> bool {
-    let s = path.to_string_lossy();
-    let base = match s.rsplit_once(':') {
-        Some((p, c)) if !p.is_empty() && !c.contains('/') && Path::new(p).exists() => {
-            PathBuf::from(p)
-        }
-        _ => path.to_path_buf(),
-    };
+    let (base, _) = images::split_column(path);
     base.is_dir() || base.extension().is_some_and(|x| x == "parquet")
 }
 

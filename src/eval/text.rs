@@ -162,21 +162,10 @@ impl TextEncoder {
 /// Prompts from a text file (one per line) or a Parquet string column (`PATH[:COLUMN]`; a
 /// directory means its `data/*.parquet` shards).
 pub fn read_prompts(spec: &Path) -> Result<Vec<String>> {
-    let s = spec.to_string_lossy();
-    let (path, column) = match s.rsplit_once(':') {
-        Some((p, c)) if !p.is_empty() && !c.contains('/') && Path::new(p).exists() => {
-            (PathBuf::from(p), Some(c.to_string()))
-        }
-        _ => (spec.to_path_buf(), None),
-    };
+    let (path, column) = super::images::split_column(spec);
     let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path.join("data"))
+        super::images::parquet_shards(&path)
             .with_context(|| format!("{}: no data/ directory of Parquet shards", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-            .collect();
-        v.sort();
-        v
     } else if path.extension().is_some_and(|x| x == "parquet") {
         vec![path.clone()]
     } else {
