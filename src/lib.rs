@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the code map. The binary (`src/main.rs`) only parses
 //! flags ([`cli`]) and calls [`pipeline::build`] or [`inspect`].
 
+pub mod alloc;
 pub mod cli;
 pub mod condition;
 pub mod config;

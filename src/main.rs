@@ -6,6 +6,9 @@ use prep::cli::{BuildCommand, Cli, Command};
 use prep::config::{BuildConfig, ShardSelector};
 use prep::pipeline::{self, RunOptions};
 
+#[global_allocator]
+static ALLOC: prep::alloc::HugePageAlloc = prep::alloc::HugePageAlloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

@@ -15,7 +15,7 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use faer::{Col, Mat};
+use faer::{Col, Mat, MatRef};
 use ndarray::{Array1, Array2};
 use ndarray_npy::{NpzReader, NpzWriter, ReadNpyError, ReadNpyExt, ReadNpzError, WriteNpyExt};
 
@@ -280,7 +280,7 @@ fn npz_error(path: &Path, array: &str, e: ReadNpzError) -> anyhow::Error {
 }
 
 fn npz_array<D: ndarray::Dimension>(
-    reader: &mut NpzReader<Cursor<Vec<u8>>>,
+    reader: &mut NpzReader<std::io::BufReader<File>>,
     path: &Path,
     name: &str,
 ) -> Result<ndarray::Array<f64, D>> {
@@ -298,8 +298,9 @@ fn npz_array<D: ndarray::Dimension>(
 
 /// Read `mu` and `sigma` from a `.npz` (checked: shapes agree, values finite).
 pub fn read_stats_npz(path: &Path) -> Result<Stats> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = NpzReader::new(Cursor::new(bytes))
+    // Streamed from the file (not read whole first): one fewer copy of a d × d matrix.
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = NpzReader::new(std::io::BufReader::with_capacity(1 << 20, file))
         .map_err(|e| anyhow::anyhow!("{}: not a readable .npz archive: {e}", path.display()))?;
     let names = reader
         .names()
@@ -321,7 +322,11 @@ pub fn read_stats_npz(path: &Path) -> Result<Stats> {
     let (r, c) = sigma.dim();
     let stats = Stats {
         mu: Col::from_fn(mu.len(), |i| mu[i]),
-        sigma: Mat::from_fn(r, c, |i, j| sigma[[i, j]]),
+        sigma: match sigma.as_slice() {
+            // C order (what NumPy writes): one blocked transposing copy.
+            Some(s) => MatRef::from_row_major_slice(s, r, c).to_owned(),
+            None => Mat::from_fn(r, c, |i, j| sigma[[i, j]]),
+        },
         n: None,
     };
     stats.check(&path.display().to_string())?;

@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use crate::cli::{
     EvalCommand, EvalFeaturesArgs, EvalFidArgs, EvalMetricsArgs, EvalStatsArgs, FeatureModelArgs,
 };
-use crate::metrics::{frechet_distance, Stats};
+use crate::metrics::{frechet_distance, FidReference, Stats};
 use crate::runtime::RuntimeOptions;
 
 pub use compute::{Metric, MetricOptions, MetricValues};
@@ -313,9 +313,24 @@ fn stats(a: &EvalStatsArgs) -> Result<()> {
 }
 
 fn fid(a: &EvalFidArgs) -> Result<()> {
-    let mut model = LazyModel::new(&a.fm, a.fm.model.clone(), "--model");
-    let real = model.stats(&a.real)?;
-    let gen = model.stats(&a.gen)?;
+    let files = !is_image_input(&a.real) && !is_image_input(&a.gen);
+    let (real, gen, reference) = if files {
+        // Two statistics/feature files: read the second while the first is factored.
+        std::thread::scope(|scope| -> Result<_> {
+            let gen = scope.spawn(|| io::load_stats(&a.gen));
+            let real = io::load_stats(&a.real)?;
+            let reference = FidReference::new(&real);
+            let gen = gen
+                .join()
+                .map_err(|_| anyhow::anyhow!("reading {} panicked", a.gen.display()))??;
+            Ok((real, gen, Some(reference)))
+        })?
+    } else {
+        let mut model = LazyModel::new(&a.fm, a.fm.model.clone(), "--model");
+        let real = model.stats(&a.real)?;
+        let gen = model.stats(&a.gen)?;
+        (real, gen, None)
+    };
     if real.dim() != gen.dim() {
         bail!(
             "dimensions differ: {} has d = {}, {} has d = {}",
@@ -325,7 +340,10 @@ fn fid(a: &EvalFidArgs) -> Result<()> {
             gen.dim()
         );
     }
-    let v = frechet_distance(&real, &gen)?;
+    let v = match reference {
+        Some(r) => r?.distance(&gen)?,
+        None => frechet_distance(&real, &gen)?,
+    };
     if a.json {
         println!("{}", serde_json::json!({ "fid": v }));
     } else {

@@ -6,7 +6,9 @@
 //!    Σ₁ is rank-deficient (N ≤ d).
 //! 2. `M` is formed in V's basis: `M̃ = Vᵀ M V = L^½ (Vᵀ Σ₂ V) L^½`, orthogonally similar to M
 //!    (same eigenvalues, two matmuls instead of three), then symmetrised `(M̃ + M̃ᵀ)/2`.
-//! 3. `eigvalsh(M̃)`, clipped at 0, `Σ √λ` = tr √(Σ₁Σ₂).
+//! 3. `eigvalsh(M̃)`, clipped at 0, `Σ √λ` = tr √(Σ₁Σ₂). Eigenvalues come from the
+//!    two-stage solver in [`super::eigvalsh`] (band reduction by GEMMs, then bulge
+//!    chasing), ~1.6× faster than a one-stage tridiagonalisation at d = 2048.
 //!
 //! When Σ₁ (or Σ₂) is positive definite — N > d and no tiny Cholesky pivot — the faster
 //! equivalent is taken: Σ₁ = LLᵀ, and the eigenvalues of `Lᵀ Σ₂ L` (similar to Σ₁Σ₂, so the
@@ -16,11 +18,12 @@
 //! relative, without its complex arithmetic. [`FidReference`] keeps step 1 for a fixed
 //! reference set, so FID∞ and split CIs pay it once.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
 use faer::{Accum, Col, Mat, Side};
 
+use super::eigvalsh::sym_eigenvalues;
 use super::{finite, Stats};
 
 /// Smallest accepted Cholesky pivot² relative to the largest diagonal entry of Σ: below it
@@ -81,9 +84,7 @@ fn trace_sqrt_chol(l: &Mat<f64>, sigma2: &Mat<f64>) -> Result<f64> {
         par,
     );
     drop(b);
-    let lam = m
-        .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|e| anyhow!("eigenvalues of Lᵀ Σ₂ L failed: {e:?}"))?;
+    let lam = sym_eigenvalues(m).context("eigenvalues of Lᵀ Σ₂ L")?;
     Ok(lam.iter().map(|&x| x.max(0.0).sqrt()).sum())
 }
 
@@ -193,9 +194,7 @@ fn trace_sqrt_eigh(v: &Mat<f64>, s: &[f64], sigma2: &Mat<f64>) -> Result<f64> {
     drop(b);
     let m = Mat::from_fn(d, d, |i, j| 0.5 * (c[(i, j)] + c[(j, i)]) * s[i] * s[j]);
     drop(c);
-    let lam = m
-        .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|e| anyhow!("eigenvalues of Σ₁^½ Σ₂ Σ₁^½ failed: {e:?}"))?;
+    let lam = sym_eigenvalues(m).context("eigenvalues of Σ₁^½ Σ₂ Σ₁^½")?;
     Ok(lam.iter().map(|&x| x.max(0.0).sqrt()).sum())
 }
 

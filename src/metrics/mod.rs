@@ -12,6 +12,7 @@
 pub mod clip;
 pub mod cmmd;
 pub mod control;
+pub mod eigvalsh;
 pub mod fid;
 pub mod fid_inf;
 pub mod kid;

@@ -207,6 +207,8 @@ def main():
         case(args.prep, tmp, "n_lt_d_f64", 150, 150, 256, np.float64, 2)
         case(args.prep, tmp, "n_lt_d_f32_unequal", 300, 200, 512, np.float32, 3)
         case(args.prep, tmp, "n_gt_d_f64", 1000, 1000, 128, np.float64, 4)
+        # d = 1024 > the two-stage eigenvalue solver's threshold, both Cholesky routes.
+        case(args.prep, tmp, "n_gt_d_f32_wide", 1100, 1100, 1024, np.float32, 5)
         bad_inputs(args.prep, tmp)
     if FAILS:
         print(f"FAILED: {', '.join(FAILS)}")

@@ -1,0 +1,669 @@
+//! Eigenvalues only of a real symmetric matrix, by two-stage tridiagonalisation — the
+//! FID hot spot (`eigvalsh` of a 2048 × 2048 matrix).
+//!
+//! One-stage Householder tridiagonalisation (LAPACK `dsytrd`, faer's `tridiag`) spends half
+//! its flops in matrix–vector products over the whole trailing matrix: memory-bound, one
+//! pass over ~16 MB per column. The two-stage scheme (LAPACK `dsytrd_2stage`) moves those
+//! flops into matrix–matrix products:
+//!
+//! 1. **dense → band** (bandwidth [`BAND`]): blocked Householder QR of each column panel
+//!    below the band, `Q = I − V T Vᵀ` (compact WY), and the two-sided trailing update
+//!    `A ← A − V Wᵀ − W Vᵀ` with `W = X − ½ V (Tᵀ Vᵀ X)`, `X = A V T` — all faer GEMMs on
+//!    all cores.
+//! 2. **band → tridiagonal**: bulge chasing (Schwarz; the kernels of LAPACK `dsb2st`): each
+//!    sweep annihilates one column with a Householder reflector and chases the bulge it
+//!    creates down the band, one `BAND`-sized block at a time, in a compact band store that
+//!    fits in cache (`n × (2·BAND + 2)` f64; bulges reach `2·BAND − 1` below the diagonal).
+//! 3. **tridiagonal → eigenvalues**: implicit QL with Wilkinson shifts (EISPACK `tql1`).
+//!
+//! Every step is an orthogonal similarity (backward stable), so the eigenvalues equal the
+//! one-stage solver's to rounding (tested against faer's `self_adjoint_eigenvalues`).
+//! Matrices smaller than [`SMALL`] go straight to faer's one-stage solver.
+
+use anyhow::{anyhow, bail, Result};
+use faer::linalg::matmul::matmul;
+
+use faer::{Accum, Mat, Side};
+
+/// Bandwidth of stage 1: wide enough for efficient GEMMs, narrow enough that stage 2
+/// (≈ 6·n²·BAND flops, single-threaded) stays cheap.
+pub const BAND: usize = 32;
+
+/// Below this size the one-stage solver is as fast and simpler.
+pub const SMALL: usize = 256;
+
+/// Eigenvalues (unsorted) of the symmetric matrix whose **lower triangle** is `a` (the
+/// strict upper triangle is ignored).
+pub fn sym_eigenvalues(a: Mat<f64>) -> Result<Vec<f64>> {
+    if a.nrows() != a.ncols() {
+        bail!(
+            "eigenvalues of a non-square matrix ({} × {})",
+            a.nrows(),
+            a.ncols()
+        );
+    }
+    if a.nrows() < SMALL {
+        let lam = a
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| anyhow!("symmetric eigenvalue solver failed: {e:?}"))?;
+        return Ok(lam);
+    }
+    two_stage(a, BAND)
+}
+
+/// The two-stage solver with an explicit bandwidth (tests use small bands on small
+/// matrices to exercise every code path).
+pub fn two_stage(mut a: Mat<f64>, band: usize) -> Result<Vec<f64>> {
+    let n = a.nrows();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if let Some((i, j)) = first_non_finite(&a) {
+        bail!("the matrix has a non-finite entry at ({i}, {j})");
+    }
+    let band = band.max(1);
+    mirror_lower(&mut a);
+    dense_to_band(&mut a, band);
+    let mut store = BandStore::from_dense(&a, band);
+    drop(a);
+    store.chase_to_tridiagonal();
+    let (mut d, mut e) = store.tridiagonal();
+    // Scale to max |entry| = 1 so that the QL rotations can use a plain sqrt(f² + g²)
+    // (no overflow possible; hypot is several times slower), and back.
+    let scale = d.iter().chain(&e).fold(0.0f64, |m, x| m.max(x.abs()));
+    if scale > 0.0 {
+        d.iter_mut().chain(e.iter_mut()).for_each(|x| *x /= scale);
+    }
+    tridiagonal_eigenvalues(&mut d, &mut e)?;
+    if scale > 0.0 {
+        d.iter_mut().for_each(|x| *x *= scale);
+    }
+    Ok(d)
+}
+
+fn first_non_finite(a: &Mat<f64>) -> Option<(usize, usize)> {
+    for j in 0..a.ncols() {
+        for i in j..a.nrows() {
+            if !a[(i, j)].is_finite() {
+                return Some((i, j));
+            }
+        }
+    }
+    None
+}
+
+/// Copy the lower triangle onto the upper one (stage 1 works on the full symmetric
+/// matrix), in tiles so that both the read and the write side stay in cache.
+fn mirror_lower(a: &mut Mat<f64>) {
+    const TILE: usize = 64;
+    let n = a.nrows();
+    for j0 in (0..n).step_by(TILE) {
+        for i0 in (j0..n).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(n) {
+                for i in i0.max(j + 1)..(i0 + TILE).min(n) {
+                    a[(j, i)] = a[(i, j)];
+                }
+            }
+        }
+    }
+}
+
+/// Dot product with four independent accumulators (so the compiler can vectorise it).
+#[inline]
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut acc = [0.0f64; 4];
+    let mut xc = x.chunks_exact(4);
+    let mut yc = y.chunks_exact(4);
+    for (a, b) in (&mut xc).zip(&mut yc) {
+        for l in 0..4 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let tail: f64 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// A Householder reflector `H = I − τ v vᵀ` (v₀ = 1) with `H x = β e₁`; `x[1..]` is
+/// overwritten with `v[1..]`. Returns (τ, β); τ = 0 when x is already a multiple of e₁.
+fn householder(x: &mut [f64]) -> (f64, f64) {
+    let alpha = x[0];
+    let xnorm = x[1..].iter().map(|v| v * v).sum::<f64>().sqrt();
+    if xnorm == 0.0 {
+        return (0.0, alpha);
+    }
+    let beta = -alpha.hypot(xnorm).copysign(alpha);
+    let tau = (beta - alpha) / beta;
+    let scale = 1.0 / (alpha - beta);
+    for v in &mut x[1..] {
+        *v *= scale;
+    }
+    (tau, beta)
+}
+
+/// Stage 1: orthogonal similarity to bandwidth `band` (entries with i − j > band become 0).
+/// `a` holds the full symmetric matrix; on return its lower band is valid.
+fn dense_to_band(a: &mut Mat<f64>, band: usize) {
+    let n = a.nrows();
+    let par = faer::get_global_parallelism();
+    // Work buffers, allocated once (fresh 1 MB blocks per panel cost page faults):
+    // `p` the panel, `uw` = [V W], `wv` = [W V], `y` = V T.
+    let mut p = vec![0.0; n * band];
+    let mut uw = Mat::<f64>::zeros(n, 2 * band);
+    let mut wv = Mat::<f64>::zeros(n, 2 * band);
+    let mut y = Mat::<f64>::zeros(n, band);
+    let mut k = 0;
+    while k + band + 1 < n {
+        let m = n - k - band; // rows below the band in this panel
+        let nb = band.min(n - k);
+        let nr = nb.min(m - 1); // reflectors: a column with one row left needs none
+                                // Panel QR, unblocked: P = A[k+band.., k..k+nb] (m × nb, column-major with
+                                // leading dimension m), reflectors stored below its diagonal, τ in `taus`.
+        let p = &mut p[..m * nb];
+        for s in 0..nb {
+            p[s * m..(s + 1) * m].copy_from_slice(&a.col_as_slice(k + s)[k + band..n]);
+        }
+        let mut taus = vec![0.0; nr];
+        for s in 0..nr {
+            let (head, tail) = p.split_at_mut((s + 1) * m);
+            let col = &mut head[s * m + s..];
+            let (tau, beta) = householder(col);
+            taus[s] = tau;
+            col[0] = 1.0;
+            if tau != 0.0 {
+                for c in 0..(nb - s - 1) {
+                    let other = &mut tail[c * m + s..(c + 1) * m];
+                    let w = tau * dot(col, other);
+                    for (o, v) in other.iter_mut().zip(col.iter()) {
+                        *o -= w * v;
+                    }
+                }
+            }
+            col[0] = beta;
+        }
+        // V (m × nr, unit lower trapezoidal, the left half of `uw`) and T (nr × nr upper
+        // triangular): Q = I − V T Vᵀ.
+        for s in 0..nr {
+            let dst = &mut uw.col_as_slice_mut(s)[..m];
+            dst[..s].fill(0.0);
+            dst[s] = 1.0;
+            dst[s + 1..].copy_from_slice(&p[s * m + s + 1..(s + 1) * m]);
+        }
+        let v = uw.as_ref().submatrix(0, 0, m, nr);
+        let mut t = Mat::<f64>::zeros(nr, nr);
+        for i in 0..nr {
+            t[(i, i)] = taus[i];
+            if taus[i] == 0.0 || i == 0 {
+                continue;
+            }
+            // z = V[:, ..i]ᵀ v_i ; T[..i, i] = −τᵢ T[..i, ..i] z
+            let vi = &uw.col_as_slice(i)[i..m];
+            let z: Vec<f64> = (0..i).map(|j| dot(&uw.col_as_slice(j)[i..m], vi)).collect();
+            for r in 0..i {
+                let mut acc = 0.0;
+                for c in r..i {
+                    acc += t[(r, c)] * z[c];
+                }
+                t[(r, i)] = -taus[i] * acc;
+            }
+        }
+        // The panel becomes R (upper triangular) inside the band, zeros below.
+        for s in 0..nb {
+            let dst = &mut a.col_as_slice_mut(k + s)[k + band..n];
+            dst.fill(0.0);
+            let top = (s + 1).min(m);
+            dst[..top].copy_from_slice(&p[s * m..s * m + top]);
+        }
+        // (The mirrored upper part of the panel is never read again: later panels and
+        // stage 2 only read the lower band and the trailing block.)
+        if nr == 0 {
+            k += band;
+            continue;
+        }
+        // Trailing two-sided update of A22 = A[k+band.., k+band..] (m × m):
+        // X = A22 V T, Z = Tᵀ Vᵀ X, W = X − ½ V Z, A22 −= V Wᵀ + W Vᵀ.
+        let mut y = y.as_mut().submatrix_mut(0, 0, m, nr);
+        matmul(y.as_mut(), Accum::Replace, v, t.as_ref(), 1.0, par);
+        let (v, mut x) = uw
+            .as_mut()
+            .submatrix_mut(0, 0, m, 2 * nr)
+            .split_at_col_mut(nr);
+        let v = v.as_ref();
+        let a22 = a.as_ref().submatrix(k + band, k + band, m, m);
+        matmul(x.as_mut(), Accum::Replace, a22, y.as_ref(), 1.0, par);
+        let mut vtx = Mat::<f64>::zeros(nr, nr);
+        matmul(
+            vtx.as_mut(),
+            Accum::Replace,
+            v.transpose(),
+            x.as_ref(),
+            1.0,
+            par,
+        );
+        let mut z = Mat::<f64>::zeros(nr, nr);
+        matmul(
+            z.as_mut(),
+            Accum::Replace,
+            t.transpose(),
+            vtx.as_ref(),
+            1.0,
+            par,
+        );
+        matmul(x.as_mut(), Accum::Add, v, z.as_ref(), -0.5, par);
+        // [V W] [W V]ᵀ = V Wᵀ + W Vᵀ in one GEMM of inner size 2·nr.
+        wv.as_mut().submatrix_mut(0, 0, m, nr).copy_from(x.as_ref());
+        wv.as_mut().submatrix_mut(0, nr, m, nr).copy_from(v);
+        matmul(
+            a.as_mut().submatrix_mut(k + band, k + band, m, m),
+            Accum::Add,
+            uw.as_ref().submatrix(0, 0, m, 2 * nr),
+            wv.as_ref().submatrix(0, 0, m, 2 * nr).transpose(),
+            -1.0,
+            par,
+        );
+        k += band;
+    }
+}
+
+/// The lower band of a symmetric matrix, column by column: entry (i, j), i ≥ j, lives at
+/// `data[j * width + (i − j)]` for i − j < width. `width = 2·band + 2` leaves room for the
+/// bulges of stage 2.
+struct BandStore {
+    n: usize,
+    band: usize,
+    width: usize,
+    data: Vec<f64>,
+}
+
+impl BandStore {
+    fn from_dense(a: &Mat<f64>, band: usize) -> BandStore {
+        let n = a.nrows();
+        let width = 2 * band + 2;
+        let mut data = vec![0.0; n * width];
+        for j in 0..n {
+            for i in j..n.min(j + band + 1) {
+                data[j * width + (i - j)] = a[(i, j)];
+            }
+        }
+        BandStore {
+            n,
+            band,
+            width,
+            data,
+        }
+    }
+
+    #[inline]
+    fn idx(&self, i: usize, j: usize) -> usize {
+        debug_assert!(
+            i >= j && i - j < self.width,
+            "({i}, {j}) outside the band store"
+        );
+        j * self.width + (i - j)
+    }
+
+    /// Two-sided `D ← H D H` on the diagonal block rows/cols `r0..r0+len` (lower part).
+    fn two_sided(&mut self, r0: usize, v: &[f64], tau: f64, w: &mut Vec<f64>) {
+        let len = v.len();
+        w.clear();
+        w.resize(len, 0.0);
+        // w = τ D v (D symmetric, lower stored)
+        for c in 0..len {
+            let base = self.idx(r0 + c, r0 + c);
+            let col = &self.data[base..base + (len - c)];
+            let vc = v[c];
+            w[c] += col[0] * vc;
+            let mut acc = 0.0;
+            for (t, &d) in col.iter().enumerate().skip(1) {
+                w[c + t] += d * vc;
+                acc += d * v[c + t];
+            }
+            w[c] += acc;
+        }
+        let mut dot = 0.0;
+        for i in 0..len {
+            w[i] *= tau;
+            dot += w[i] * v[i];
+        }
+        let alpha = -0.5 * tau * dot;
+        for i in 0..len {
+            w[i] += alpha * v[i];
+        }
+        // D −= v wᵀ + w vᵀ (lower part)
+        for c in 0..len {
+            let base = self.idx(r0 + c, r0 + c);
+            let (vc, wc) = (v[c], w[c]);
+            let col = &mut self.data[base..base + (len - c)];
+            for (t, d) in col.iter_mut().enumerate() {
+                *d -= v[c + t] * wc + w[c + t] * vc;
+            }
+        }
+    }
+
+    /// Stage 2: reduce the band to tridiagonal form by bulge chasing.
+    fn chase_to_tridiagonal(&mut self) {
+        let n = self.n;
+        let b = self.band;
+        if b < 2 {
+            return; // already tridiagonal
+        }
+        let mut v = Vec::with_capacity(b);
+        let mut v2 = Vec::with_capacity(b);
+        let mut w = Vec::with_capacity(b);
+        let mut s = vec![0.0; b];
+        for st in 0..n.saturating_sub(2) {
+            // Annihilate column st below its subdiagonal: rows st+1..=r1.
+            let mut r0 = st + 1;
+            let mut r1 = (st + b).min(n - 1);
+            if r1 <= r0 {
+                continue;
+            }
+            let base = self.idx(r0, st);
+            v.clear();
+            v.extend_from_slice(&self.data[base..base + (r1 - r0 + 1)]);
+            let (mut tau, beta) = householder(&mut v);
+            if tau == 0.0 {
+                continue;
+            }
+            self.data[base] = beta;
+            for x in &mut self.data[base + 1..base + (r1 - r0 + 1)] {
+                *x = 0.0;
+            }
+            v[0] = 1.0;
+            self.two_sided(r0, &v, tau, &mut w);
+            loop {
+                let i0 = r1 + 1;
+                if i0 >= n {
+                    break;
+                }
+                let i1 = (r1 + b).min(n - 1);
+                let rows = i1 - i0 + 1;
+                let cols = r1 - r0 + 1;
+                // Right-apply H (columns r0..=r1) to rows i0..=i1: O ← O (I − τ v vᵀ).
+                s[..rows].fill(0.0);
+                for (c, &vc) in v.iter().enumerate().take(cols) {
+                    let base = self.idx(i0, r0 + c);
+                    for (acc, &o) in s.iter_mut().zip(&self.data[base..base + rows]) {
+                        *acc += o * vc;
+                    }
+                }
+                for (c, &vc) in v.iter().enumerate().take(cols) {
+                    let base = self.idx(i0, r0 + c);
+                    let f = tau * vc;
+                    for (o, &acc) in self.data[base..base + rows].iter_mut().zip(&s) {
+                        *o -= f * acc;
+                    }
+                }
+                // New reflector from the bulge's first column (column r0, rows i0..=i1).
+                let base = self.idx(i0, r0);
+                v2.clear();
+                v2.extend_from_slice(&self.data[base..base + rows]);
+                let (tau2, beta2) = householder(&mut v2);
+                if tau2 == 0.0 {
+                    break;
+                }
+                self.data[base] = beta2;
+                for x in &mut self.data[base + 1..base + rows] {
+                    *x = 0.0;
+                }
+                v2[0] = 1.0;
+                // Left-apply H2 to the other columns of the block.
+                for c in 1..cols {
+                    let base = self.idx(i0, r0 + c);
+                    let col = &mut self.data[base..base + rows];
+                    let dot: f64 = col.iter().zip(&v2).map(|(o, x)| o * x).sum();
+                    let f = tau2 * dot;
+                    for (o, x) in col.iter_mut().zip(&v2) {
+                        *o -= f * x;
+                    }
+                }
+                self.two_sided(i0, &v2, tau2, &mut w);
+                std::mem::swap(&mut v, &mut v2);
+                tau = tau2;
+                r0 = i0;
+                r1 = i1;
+            }
+        }
+    }
+
+    /// (diagonal, subdiagonal with a trailing 0).
+    fn tridiagonal(&self) -> (Vec<f64>, Vec<f64>) {
+        let n = self.n;
+        let d = (0..n).map(|i| self.data[self.idx(i, i)]).collect();
+        let e = (0..n)
+            .map(|i| {
+                if i + 1 < n {
+                    self.data[self.idx(i + 1, i)]
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (d, e)
+    }
+}
+
+/// Eigenvalues of the symmetric tridiagonal matrix (diagonal `d`, subdiagonal `e[i]`
+/// between rows i and i+1, `e[n−1]` unused) by implicit QL with Wilkinson shifts; the
+/// eigenvalues replace `d`. Entries must be at most ~1e150 in magnitude (the rotations use
+/// `sqrt(f² + g²)`); [`two_stage`] scales to 1 first.
+pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Result<()> {
+    let n = d.len();
+    if n == 0 {
+        return Ok(());
+    }
+    e[n - 1] = 0.0;
+    // An off-diagonal entry is negligible when it is small relative to its neighbours
+    // (high relative accuracy where possible) or below eps·‖T‖ — the absolute accuracy
+    // of any backward-stable solver. Without the second test a cluster of rounding-level
+    // eigenvalues (a rank-deficient covariance) next to O(‖T‖) ones never converges.
+    let norm =
+        d.iter().fold(0.0f64, |m, x| m.max(x.abs())) + e.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let floor = f64::EPSILON * norm;
+    for l in 0..n {
+        let mut iter = 0;
+        loop {
+            let mut m = l;
+            while m + 1 < n {
+                let dd = d[m].abs() + d[m + 1].abs();
+                if e[m].abs() <= f64::EPSILON * dd || e[m].abs() <= floor {
+                    break;
+                }
+                m += 1;
+            }
+            if m == l {
+                break;
+            }
+            iter += 1;
+            if iter > 100 {
+                bail!("tridiagonal QL did not converge for eigenvalue {l} of {n}");
+            }
+            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+            let mut r = g.hypot(1.0);
+            g = d[m] - d[l] + e[l] / (g + r.copysign(g));
+            let (mut s, mut c, mut p) = (1.0f64, 1.0f64, 0.0f64);
+            let mut deflated = false;
+            let mut i = m;
+            while i > l {
+                i -= 1;
+                let f = s * e[i];
+                let b = c * e[i];
+                r = (f * f + g * g).sqrt();
+                e[i + 1] = r;
+                if r == 0.0 {
+                    d[i + 1] -= p;
+                    e[m] = 0.0;
+                    deflated = true;
+                    break;
+                }
+                s = f / r;
+                c = g / r;
+                g = d[i + 1] - p;
+                r = (d[i] - g) * s + 2.0 * c * b;
+                p = s * r;
+                d[i + 1] = g + p;
+                g = c * r - b;
+            }
+            if deflated {
+                continue;
+            }
+            d[l] -= p;
+            e[l] = g;
+            e[m] = 0.0;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::rng::Rng;
+
+    fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn reference(a: &Mat<f64>) -> Vec<f64> {
+        sorted(a.self_adjoint_eigenvalues(Side::Lower).unwrap())
+    }
+
+    fn uniform(rng: &mut Rng) -> f64 {
+        rng.below(1 << 30) as f64 / (1u64 << 30) as f64 - 0.5
+    }
+
+    fn random_symmetric(n: usize, seed: u64) -> Mat<f64> {
+        let mut rng = Rng::new(seed, 0);
+        let g = Mat::<f64>::from_fn(n, n, |_, _| uniform(&mut rng));
+        let mut a = Mat::<f64>::zeros(n, n);
+        for i in 0..n {
+            for j in 0..=i {
+                let v = 0.5 * (g[(i, j)] + g[(j, i)]);
+                a[(i, j)] = v;
+                a[(j, i)] = v;
+            }
+        }
+        a
+    }
+
+    fn assert_close(got: Vec<f64>, want: &[f64], scale: f64) {
+        let got = sorted(got);
+        assert_eq!(got.len(), want.len());
+        for (k, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-11 * scale,
+                "eigenvalue {k}: two-stage {g} vs one-stage {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn equals_one_stage_for_many_sizes_and_bands() {
+        for &(n, band) in &[
+            (1, 4),
+            (2, 4),
+            (3, 1),
+            (5, 2),
+            (9, 4),
+            (17, 4),
+            (33, 8),
+            (40, 3),
+            (64, 16),
+            (100, 7),
+            (131, 32),
+        ] {
+            let a = random_symmetric(n, n as u64 * 31 + band as u64);
+            let want = reference(&a);
+            let scale = want.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+            assert_close(two_stage(a, band).unwrap(), &want, scale);
+        }
+    }
+
+    #[test]
+    fn only_the_lower_triangle_is_read() {
+        let a = random_symmetric(70, 5);
+        let want = reference(&a);
+        let mut junk = a.clone();
+        for j in 0..70 {
+            for i in 0..j {
+                junk[(i, j)] = 1e9;
+            }
+        }
+        let scale = want.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        assert_close(two_stage(junk, 8).unwrap(), &want, scale);
+    }
+
+    #[test]
+    fn covariance_like_matrices_with_repeated_and_zero_eigenvalues() {
+        // Low rank PSD plus an identity block: eigenvalue 0 with multiplicity, 1 repeated.
+        let n = 300;
+        let mut rng = Rng::new(9, 0);
+        let x = Mat::<f64>::from_fn(20, n, |_, _| uniform(&mut rng));
+        let mut a = x.transpose() * &x;
+        for i in 0..50 {
+            a[(i, i)] += 1.0;
+        }
+        let want = reference(&a);
+        let scale = want.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        assert_close(sym_eigenvalues(a.clone()).unwrap(), &want, scale);
+        assert_close(two_stage(a, 32).unwrap(), &want, scale);
+        // Diagonal and already tridiagonal inputs.
+        let d = Mat::<f64>::from_fn(280, 280, |i, j| if i == j { i as f64 } else { 0.0 });
+        let want = reference(&d);
+        assert_close(sym_eigenvalues(d).unwrap(), &want, 280.0);
+        let t = Mat::<f64>::from_fn(260, 260, |i, j| match i.abs_diff(j) {
+            0 => 2.0,
+            1 => -1.0,
+            _ => 0.0,
+        });
+        let want = reference(&t);
+        assert_close(sym_eigenvalues(t).unwrap(), &want, 4.0);
+    }
+
+    #[test]
+    fn rank_deficient_product_like_fid_converges() {
+        // M = S^½ C S^½ with S, C covariances of N < d samples: hundreds of
+        // rounding-level eigenvalues next to O(1) ones (a case that once stalled QL).
+        let (d, n1, n2) = (300, 170, 120);
+        let mut rng = Rng::new(3, 1);
+        let x = Mat::<f64>::from_fn(n1, d, |_, _| uniform(&mut rng));
+        let y = Mat::<f64>::from_fn(n2, d, |_, _| uniform(&mut rng));
+        let s = x.transpose() * &x;
+        let c = y.transpose() * &y;
+        let evd = s.self_adjoint_eigen(Side::Lower).unwrap();
+        let lam = evd.S().column_vector();
+        let half = Mat::<f64>::from_fn(
+            d,
+            d,
+            |i, j| {
+                if i == j {
+                    lam[i].max(0.0).sqrt()
+                } else {
+                    0.0
+                }
+            },
+        );
+        let root = evd.U() * &half * evd.U().transpose();
+        let m = &root * &c * &root;
+        let m = Mat::<f64>::from_fn(d, d, |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
+        let want = reference(&m);
+        let scale = want.iter().fold(1.0f64, |a, x| a.max(x.abs()));
+        assert_close(two_stage(m.clone(), 8).unwrap(), &want, scale);
+        assert_close(sym_eigenvalues(m).unwrap(), &want, scale);
+    }
+
+    #[test]
+    fn non_finite_input_is_an_error() {
+        let mut a = random_symmetric(10, 1);
+        a[(7, 3)] = f64::NAN;
+        let e = two_stage(a, 4).unwrap_err().to_string();
+        assert!(e.contains("(7, 3)"), "{e}");
+    }
+}
