@@ -362,7 +362,7 @@ impl BuildCommand {
                 // Relative paths in a pipeline file are relative to the file itself.
                 let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
                 if let Some(i) = &file.build.input {
-                    if i.is_relative() {
+                    if i.is_relative() && !i.to_string_lossy().contains("://") {
                         file.build.input = Some(base.join(i));
                     }
                 }
@@ -476,6 +476,24 @@ impl StoreArgs {
     }
 }
 
+/// How object-store inputs are reached (read only: no conditional-write flags).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReadStoreArgs {
+    /// An S3-compatible endpoint for s3:// URLs (MinIO, Ceph, R2...); plain http only on
+    /// loopback.
+    #[arg(long, value_name = "URL", env = "PREP_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+}
+
+impl ReadStoreArgs {
+    pub fn options(&self) -> crate::sink::remote::RemoteOptions {
+        crate::sink::remote::RemoteOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            unsafe_no_conditional_put: false,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// An output of `prep build` (directory or s3://, gs://, az:// URL).
@@ -497,8 +515,10 @@ pub struct FinalizeArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A directory written by `prep build`.
+    /// An output of `prep build` (directory or s3://, gs://, az:// URL).
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
     /// Write a contact sheet (image | conditions, one row per record) to this PNG.
     #[arg(long, value_name = "FILE.png")]
     pub grid: Option<PathBuf>,

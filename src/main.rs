@@ -210,14 +210,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect(args) => {
-            let summary = prep::inspect::summarize(&args.dir)?;
+            let summary = prep::inspect::summarize(&args.dir, &args.store.options())?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 prep::inspect::print(&summary);
             }
             if let Some(grid) = &args.grid {
-                let cols = prep::inspect::grid(&args.dir, grid, args.rows, 256)?;
+                let cols =
+                    prep::inspect::grid(&args.dir, &args.store.options(), grid, args.rows, 256)?;
                 eprintln!(
                     "wrote {} ({} rows: {})",
                     grid.display(),
