@@ -582,11 +582,13 @@ pub struct EvalTextArgs {
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: crate::runtime::Device,
-    /// Output .npy (N × d, float32).
+    /// Output .npy (N × d, float32); a local path or an s3://, gs://, az:// URL.
     #[arg(long, value_name = "T.npy")]
     pub out: PathBuf,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -781,4 +783,7 @@ pub struct FeatureModelArgs {
     /// Do not read or write the feature cache ($PREP_CACHE/features).
     #[arg(long)]
     pub no_cache: bool,
+    /// For s3:// inputs and --out (eval features/stats/fid/metrics).
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
 }

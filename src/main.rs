@@ -181,6 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Generate(args) => prep::generate::cli::run(&args),
         Command::Report(args) => {
+            prep::eval::objstore::refuse_url("prep report", "--out", &args.out)?;
+            prep::eval::objstore::refuse_url("prep report", "--history", &args.history)?;
             let d = prep::report::run(&args)?;
             let regressions = d
                 .comparisons
@@ -198,6 +200,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Subset(args) => {
+            prep::eval::objstore::refuse_url("prep subset", "DATASET", &args.dataset)?;
+            prep::eval::objstore::refuse_url("prep subset", "--out", &args.out)?;
             let m = prep::subset::run(&args)?;
             for (name, s) in &m.splits {
                 eprintln!(

@@ -456,3 +456,230 @@ fn a_throttling_input_store_is_survived() {
     );
     assert!(data_files(&s3_out) == data_files(&local_out));
 }
+
+/// `prep` with its own cache directory and the moto endpoint.
+fn eval_ok(cache: &Path, args: &[&str]) -> std::process::Output {
+    ok(prep_in(cache, args))
+}
+
+#[test]
+fn eval_reads_build_outputs_and_arrays_from_s3_and_writes_there() {
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("evals");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    ok(prep_in(
+        &cache,
+        &[
+            "models",
+            "add",
+            "incfx",
+            "--file",
+            fixture("inception_fx.onnx").to_str().unwrap(),
+            "--like",
+            "inception",
+        ],
+    ));
+    let photos_dir = tmp.path().join("photos");
+    photos(&photos_dir);
+    let out = tmp.path().join("run");
+    run_ok(&folder_args(
+        photos_dir.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ));
+    upload_dir(&moto.endpoint, &out, "s3://evals/run");
+    let ep = moto.endpoint.as_str();
+    let r = remote(ep, "s3://evals");
+    let get = |rel: &str| r.get(rel).unwrap().unwrap().0;
+
+    // features: build output (ranged GETs) in, .npy out, for the image and a condition.
+    let f_local = tmp.path().join("real.npy");
+    let c_local = tmp.path().join("cond.npy");
+    let (o, c) = (out.to_str().unwrap(), format!("{}:color", out.display()));
+    for (images, dest) in [(o, &f_local), (c.as_str(), &c_local)] {
+        eval_ok(
+            &cache,
+            &[
+                "eval",
+                "features",
+                "--images",
+                images,
+                "--model",
+                "incfx",
+                "--no-cache",
+                "--out",
+                dest.to_str().unwrap(),
+            ],
+        );
+    }
+    for (images, dest) in [
+        ("s3://evals/run", "s3://evals/f/real.npy"),
+        ("s3://evals/run:color", "s3://evals/f/cond.npy"),
+    ] {
+        eval_ok(
+            &cache,
+            &[
+                "eval",
+                "features",
+                "--images",
+                images,
+                "--model",
+                "incfx",
+                "--no-cache",
+                "--out",
+                dest,
+                "--s3-endpoint",
+                ep,
+            ],
+        );
+    }
+    assert!(get("f/real.npy") == std::fs::read(&f_local).unwrap());
+    assert!(get("f/cond.npy") == std::fs::read(&c_local).unwrap());
+
+    // stats: .npy object in, .npz object out; the same bytes as locally.
+    let s_local = tmp.path().join("real.npz");
+    eval_ok(
+        &cache,
+        &[
+            "eval",
+            "stats",
+            "--features",
+            f_local.to_str().unwrap(),
+            "--out",
+            s_local.to_str().unwrap(),
+        ],
+    );
+    eval_ok(
+        &cache,
+        &[
+            "eval",
+            "stats",
+            "--features",
+            "s3://evals/f/real.npy",
+            "--out",
+            "s3://evals/f/real.npz",
+            "--s3-endpoint",
+            ep,
+        ],
+    );
+    assert!(get("f/real.npz") == std::fs::read(&s_local).unwrap());
+
+    // fid and metrics read arrays from the store and print what they print locally
+    // (small synthetic arrays: the math on 1587 dims is slow in a debug build).
+    let arr = |name: &str, seed: u64, shift: f64| {
+        let mut rng = prep::metrics::rng::Rng::new(seed, 0);
+        let x = faer::Mat::from_fn(40, 8, |_, _| {
+            rng.below(1_000_001) as f64 / 1e6 - 0.5 + shift
+        });
+        let p = tmp.path().join(name);
+        prep::eval::io::write_features(&p, &x, prep::eval::io::Dtype::F32).unwrap();
+        r.put_mode(
+            &format!("a/{name}"),
+            std::fs::read(&p).unwrap(),
+            object_store::PutMode::Overwrite,
+        )
+        .unwrap();
+        p
+    };
+    let (real8, gen8) = (arr("real8.npy", 1, 0.0), arr("gen8.npy", 2, 0.2));
+    let s8 = tmp.path().join("real8.npz");
+    eval_ok(
+        &cache,
+        &[
+            "eval",
+            "stats",
+            "--features",
+            real8.to_str().unwrap(),
+            "--out",
+            s8.to_str().unwrap(),
+        ],
+    );
+    r.put_mode(
+        "a/real8.npz",
+        std::fs::read(&s8).unwrap(),
+        object_store::PutMode::Overwrite,
+    )
+    .unwrap();
+    let fid = |real: &str, gen: &str| {
+        let o = eval_ok(
+            &cache,
+            &[
+                "eval",
+                "fid",
+                "--real",
+                real,
+                "--gen",
+                gen,
+                "--json",
+                "--s3-endpoint",
+                ep,
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let want = fid(s8.to_str().unwrap(), gen8.to_str().unwrap());
+    assert!(want.contains("\"fid\""), "{want}");
+    assert_eq!(fid("s3://evals/a/real8.npz", "s3://evals/a/gen8.npy"), want);
+    let metrics = |real: &str, gen: &str| {
+        let o = eval_ok(
+            &cache,
+            &[
+                "eval",
+                "metrics",
+                "--real",
+                real,
+                "--gen",
+                gen,
+                "--metrics",
+                "fid,kid",
+                "--kid-subset-size",
+                "10",
+                "--json",
+                "--s3-endpoint",
+                ep,
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let want = metrics(real8.to_str().unwrap(), gen8.to_str().unwrap());
+    assert!(want.contains("\"kid\""), "{want}");
+    assert_eq!(
+        metrics("s3://evals/a/real8.npy", "s3://evals/a/gen8.npy"),
+        want
+    );
+
+    // Errors: a missing object names its URL; commands without URL support say so.
+    let e = err(prep_in(
+        &cache,
+        &[
+            "eval",
+            "fid",
+            "--real",
+            "s3://evals/f/nope.npz",
+            "--gen",
+            "s3://evals/a/gen8.npy",
+            "--s3-endpoint",
+            ep,
+        ],
+    ));
+    assert!(
+        e.contains("s3://evals/f/nope.npz: no objects at or under this URL"),
+        "{e}"
+    );
+    let e = err(prep_in(
+        &cache,
+        &[
+            "report",
+            "--history",
+            "h.parquet",
+            "--out",
+            "s3://evals/rep",
+        ],
+    ));
+    assert!(
+        e.contains(
+            "prep report --out s3://evals/rep: prep report reads and writes local paths only"
+        ),
+        "{e}"
+    );
+}

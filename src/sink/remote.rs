@@ -307,6 +307,9 @@ impl Remote {
     /// Size and version of `rel`, `None` when absent.
     pub fn head(&self, rel: &str) -> Result<Option<(u64, UpdateVersion)>> {
         let key = self.key(rel);
+        if key.as_ref().is_empty() {
+            return Ok(None); // the bucket itself is not an object
+        }
         bump(&self.counts.head);
         match self.rt.block_on(self.store.head(&key)) {
             Ok(m) => Ok(Some((
