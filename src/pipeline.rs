@@ -736,6 +736,13 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
             built.len()
         );
     }
+    if let Some(r) = &info.input_store {
+        eprintln!(
+            "object store --input {}: {}",
+            r.url(""),
+            r.requests().describe()
+        );
+    }
     let mut run_failed = BTreeMap::new();
     let mut run_rows = 0;
     for s in all.iter().filter(|s| built.contains(&s.shard)) {

@@ -121,6 +121,13 @@ fn folder_from_s3_builds_the_bytes_of_a_local_folder() {
         "{}",
         stderr(&o)
     );
+    // Open: HEAD + LIST (is there anything), LIST (is it a folder), GET metadata.jsonl
+    // (absent), LIST (the files); then 5 captions and 6 images, one GET each.
+    assert!(
+        stderr(&o).contains("object store --input s3://inputs/photos: 16 requests: PUT 0, multipart parts 0, GET 12, HEAD 1, LIST 3, DELETE 0"),
+        "{}",
+        stderr(&o)
+    );
     let local = data_files(&local_out);
     assert_eq!(
         local.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),

@@ -226,6 +226,7 @@ impl CocoSource {
                 input.display(""),
                 entries.len()
             ),
+            input_store: input.remote().cloned(),
         };
         Ok(CocoSource {
             info,

@@ -88,6 +88,7 @@ impl FolderSource {
             remote: false,
             size_hint: Some(items.len() as u64),
             description: format!("folder {root} ({} images)", items.len()),
+            input_store: input.remote().cloned(),
         };
         Ok(FolderSource {
             info,

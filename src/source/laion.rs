@@ -252,6 +252,7 @@ impl LaionSource {
                     files.len()
                 )
             },
+            input_store: input.remote().cloned(),
         };
         Ok(LaionSource {
             info,

@@ -39,6 +39,8 @@ pub struct SourceInfo {
     pub size_hint: Option<u64>,
     /// A one-line description for the plan and dataset.json.
     pub description: String,
+    /// The object store `--input` is read from, if any (its request counts are reported).
+    pub input_store: Option<std::sync::Arc<crate::sink::remote::Remote>>,
 }
 
 pub type RecordIter = Box<dyn Iterator<Item = Result<Record>> + Send>;
