@@ -351,6 +351,7 @@ impl BuildCommand {
         let file = match &self.config {
             None => PipelineFile::default(),
             Some(path) => {
+                crate::eval::objstore::refuse_url("prep build", "--config", path)?;
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read pipeline file {}", path.display()))?;
                 let mut file: PipelineFile = toml::from_str(&normalise_keys(&text)).with_context(|| {

@@ -1410,6 +1410,7 @@ pub const RETRYABLE: [&str; 7] = [
 /// rewritten whole and committed atomically, as on a first run.
 pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result<RetrySummary> {
     use futures_util::StreamExt;
+    crate::eval::objstore::refuse_url("prep fetch", "--retry-failed", out)?;
     let store = OutStore::new(out);
     let m = manifest::read(&store)?.with_context(|| {
         format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())

@@ -436,6 +436,51 @@ fn missing_bucket_and_prefix_name_the_url() {
         stderr(&o)
     );
     assert!(!out.exists(), "nothing written before the input is checked");
+
+    // Arguments that take local paths only say so instead of "file not found".
+    for (args, want) in [
+        (
+            vec!["fetch", "--retry-failed", "s3://there/run"],
+            "prep fetch --retry-failed s3://there/run: this argument takes local paths only",
+        ),
+        (
+            vec!["build", "--config", "s3://there/p.toml", "--out", "x"],
+            "prep build --config s3://there/p.toml: this argument takes local paths only",
+        ),
+    ] {
+        let o = run(&args);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+
+    // A whole bucket as --input, captions from metadata.jsonl.
+    moto.bucket("rootbucket");
+    let dir = tmp.path().join("meta-photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("x.jpg"), jpeg(&photo(100, 80, 1))).unwrap();
+    std::fs::write(dir.join("y.jpg"), jpeg(&photo(90, 80, 2))).unwrap();
+    std::fs::write(dir.join("y.txt"), "from the txt").unwrap();
+    std::fs::write(
+        dir.join("metadata.jsonl"),
+        "{\"file_name\": \"y.jpg\"}\n{\"file_name\": \"x.jpg\", \"text\": \"from jsonl\"}\n",
+    )
+    .unwrap();
+    upload_dir(&moto.endpoint, &dir, "s3://rootbucket");
+    let (a_out, b_out) = (tmp.path().join("a"), tmp.path().join("b"));
+    run_ok(&folder_args(dir.to_str().unwrap(), a_out.to_str().unwrap()));
+    let mut a = folder_args("s3://rootbucket", b_out.to_str().unwrap());
+    a.extend(["--s3-endpoint", &moto.endpoint]);
+    run_ok(&a);
+    assert!(data_files(&a_out) == data_files(&b_out));
+    let (rows, _) = read_rows(&b_out.join("data/part-00000.parquet"));
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.key.as_str(), r.text.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("folder/y", "from the txt"), ("folder/x", "from jsonl")]
+    );
 }
 
 #[test]
@@ -684,9 +729,7 @@ fn eval_reads_build_outputs_and_arrays_from_s3_and_writes_there() {
         ],
     ));
     assert!(
-        e.contains(
-            "prep report --out s3://evals/rep: prep report reads and writes local paths only"
-        ),
+        e.contains("prep report --out s3://evals/rep: this argument takes local paths only"),
         "{e}"
     );
 }

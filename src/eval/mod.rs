@@ -203,6 +203,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         }
         EvalCommand::Features(a) => features(&a),
         EvalCommand::Text(a) => {
+            objstore::refuse_url("prep eval text", "--prompts", &a.prompts)?;
             let reg = crate::models::Registry::load()?;
             let entry = reg.get(&a.model)?;
             let path = a

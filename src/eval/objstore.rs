@@ -8,8 +8,9 @@
 //!   (multipart above 8 MiB); an object appears whole or not at all.
 //! - The feature cache stays local ($PREP_CACHE/features).
 //!
-//! Commands that do not take URLs (`eval run`, `eval control`, `report`, `subset`) refuse
-//! them in [`super::io::write_atomic`] / their own checks with a message that says so.
+//! Arguments that do not take URLs (`eval run`, `eval control`, `eval text --prompts`,
+//! `report`, `subset`, `build --config`) are refused up front by [`refuse_url`], and any
+//! other local-only write by [`super::io::write_atomic`], with a message that says so.
 
 use std::path::Path;
 
@@ -73,7 +74,7 @@ pub fn load_stats(path: &Path, opts: &RemoteOptions) -> Result<crate::metrics::S
 pub fn refuse_url(cmd: &str, flag: &str, path: &Path) -> Result<()> {
     if is_url_path(path) {
         anyhow::bail!(
-            "{cmd} {flag} {}: {cmd} reads and writes local paths only; object-store URLs are taken by build/fetch --input/--out, inspect, and eval features/stats/fid/metrics/text. Copy it locally with your cloud's CLI first",
+            "{cmd} {flag} {}: this argument takes local paths only (object-store URLs are taken by build/fetch --input/--out, inspect, eval features/stats/fid/metrics and eval text --out); copy it to or from local disk with your cloud's CLI",
             path.display()
         );
     }
