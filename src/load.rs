@@ -1,8 +1,9 @@
 //! The loader stage: image references → bytes, in record order, with bounded concurrency.
 //!
-//! Local files, objects under an object-store `--input` and HTTP(S) URLs go through one ordered, bounded stream on a tokio
-//! runtime (`buffered(concurrency)`), so a slow URL never reorders the output and at most
-//! `concurrency` images are in flight. URLs go through the download stage
+//! Local files, objects under an object-store `--input` and HTTP(S) URLs go through one
+//! ordered, bounded stream on a tokio runtime (`buffered(concurrency)`; objects are
+//! fetched on the object store's own runtime), so a slow URL never reorders the output
+//! and at most `concurrency` images are in flight. URLs go through the download stage
 //! ([`crate::fetch::Fetcher`]: retries, SSRF guard, opt-out, size cap). A failed load is a
 //! [`RowFailure`] for that row, with the HTTP status and the number of attempts.
 
