@@ -733,3 +733,130 @@ fn eval_reads_build_outputs_and_arrays_from_s3_and_writes_there() {
         "{e}"
     );
 }
+
+/// Azurite's blob service on loopback (npm `azurite`; `scripts/test` installs it), or
+/// `None` with the reason when it is not installed and `PREP_REQUIRE_AZURITE` is unset.
+struct Azurite {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Azurite {
+    fn start() -> Option<Azurite> {
+        let bin = std::env::var("AZURITE_BLOB").unwrap_or_else(|_| "azurite-blob".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = match std::process::Command::new(&bin)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--skipApiVersionCheck",
+                "--loose",
+                "--location",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var_os("PREP_REQUIRE_AZURITE").is_some() {
+                    panic!("{bin} cannot be started ({e}) but PREP_REQUIRE_AZURITE is set");
+                }
+                eprintln!("SKIPPED: azurite is not installed ({e}); `npm install -g azurite` (scripts/test does) to run the az:// test");
+                return None;
+            }
+        };
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "azurite did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // object_store's Azure builder reads these (the emulator's well-known account).
+        std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
+        std::env::set_var(
+            "AZURITE_BLOB_STORAGE_URL",
+            format!("http://127.0.0.1:{port}"),
+        );
+        Some(Azurite {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Create a container (a SharedKey-signed PUT with the emulator's well-known key).
+    fn container(&self, name: &str) {
+        let script = r#"
+import base64, email.utils, hashlib, hmac, sys, urllib.request
+port, c, acct = sys.argv[1], sys.argv[2], "devstoreaccount1"
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date, ver, ct = email.utils.formatdate(usegmt=True), "2021-08-06", "application/octet-stream"
+sts = f"PUT\n\n\n\n\n{ct}\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{ver}\n/{acct}/{acct}/{c}\nrestype:container"
+sig = base64.b64encode(hmac.new(key, sts.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/{acct}/{c}?restype=container", method="PUT", data=b"",
+    headers={"x-ms-date": date, "x-ms-version": ver, "Authorization": f"SharedKey {acct}:{sig}", "Content-Type": ct})
+assert urllib.request.urlopen(req).status == 201
+"#;
+        let o = std::process::Command::new("python3")
+            .args(["-c", script, &self.port.to_string(), name])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn folder_from_azure_blob_builds_the_bytes_of_a_local_folder() {
+    let Some(az) = Azurite::start() else { return };
+    az.container("photos");
+    let tmp = tempfile::tempdir().unwrap();
+    let local_in = tmp.path().join("photos");
+    photos(&local_in);
+    let r = Remote::open_read("az://photos/in", &RemoteOptions::default(), "test").unwrap();
+    for (name, bytes, _) in snapshot(&local_in) {
+        r.put_mode(&name, bytes, object_store::PutMode::Overwrite)
+            .unwrap();
+    }
+    let local_out = tmp.path().join("local");
+    run_ok(&folder_args(
+        local_in.to_str().unwrap(),
+        local_out.to_str().unwrap(),
+    ));
+    // From az:// to a local output, and to az:// (conditional commits on Azure).
+    let az_out = tmp.path().join("from-az");
+    let o = run_ok(&folder_args("az://photos/in", az_out.to_str().unwrap()));
+    assert!(
+        stderr(&o).contains("object store --input az://photos/in: 16 requests"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(data_files(&az_out) == data_files(&local_out));
+    run_ok(&folder_args("az://photos/in", "az://photos/run"));
+    let o = run_ok(&["inspect", "az://photos/run", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"], 6);
+    assert_eq!(v["complete"], true);
+    let out = Remote::open_read("az://photos/run", &RemoteOptions::default(), "test").unwrap();
+    for (name, bytes) in data_files(&local_out) {
+        assert!(out.get(&name).unwrap().unwrap().0 == bytes, "{name}");
+    }
+}
