@@ -398,6 +398,17 @@ fn laion_metadata_shards_under_an_s3_prefix_read_as_one_table() {
     );
     assert_eq!(stats(&s3_out, 0)["filtered"]["min_aesthetic"], 1);
 
+    // The plan counts the rows of every shard from their footers (ranged GETs).
+    let mut a = args("s3://meta/laion", tmp.path().join("dry").to_str().unwrap());
+    a.extend([
+        "--s3-endpoint".to_string(),
+        moto.endpoint.clone(),
+        "--dry-run".to_string(),
+    ]);
+    let o = run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(plan.contains("records      6 in 2 shard(s) of 4"), "{plan}");
+
     // One object as --input.
     let one = tmp.path().join("one");
     let mut a = args("s3://meta/laion/part-1.parquet", one.to_str().unwrap());

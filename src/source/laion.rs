@@ -21,7 +21,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{RecordIter, Source, SourceInfo};
 use crate::config::{BuildConfig, Filters};
-use crate::input_store::{Input, LocalCopy};
+use crate::input_store::{Input, LocalCopy, ParquetInput};
 use crate::record::{Annotations, ImageRef, MetaType, MetaValue, Record};
 
 /// Optional LAION columns kept verbatim, with their type.
@@ -212,21 +212,25 @@ impl LaionSource {
                 columns.join(", ")
             );
         }
-        // Parquet footers give the row count: every shard's locally, the one downloaded
-        // file's remotely (a count over many remote shards would cost a download each).
-        let size_hint = if format == Format::Parquet && (!input.is_remote() || files.len() == 1) {
-            let rows = |p: &Path| {
-                File::open(p)
-                    .ok()
-                    .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
-                    .map(|b| b.metadata().file_metadata().num_rows() as u64)
-            };
+        // Parquet footers give the row count: local files opened, remote ones read by
+        // ranged GETs (the footer only; HEAD + 2 GETs per shard).
+        let size_hint = if format == Format::Parquet {
+            let rows =
+                |b: parquet::errors::Result<ParquetRecordBatchReaderBuilder<ParquetInput>>| {
+                    b.ok()
+                        .map(|b| b.metadata().file_metadata().num_rows() as u64)
+                };
             let mut total = Some(0u64);
             for (i, f) in files.iter().enumerate() {
                 let n = if i == 0 {
-                    rows(first.path())
+                    File::open(first.path())
+                        .ok()
+                        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+                        .map(|b| b.metadata().file_metadata().num_rows() as u64)
                 } else {
-                    input.local_copy(f).ok().and_then(|c| rows(c.path()))
+                    ParquetInput::open(&input, f)
+                        .ok()
+                        .and_then(|p| rows(ParquetRecordBatchReaderBuilder::try_new(p)))
                 };
                 total = total.zip(n).map(|(a, b)| a + b);
             }
