@@ -351,6 +351,7 @@ impl BuildCommand {
         let file = match &self.config {
             None => PipelineFile::default(),
             Some(path) => {
+                crate::eval::objstore::refuse_url("prep build", "--config", path)?;
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read pipeline file {}", path.display()))?;
                 let mut file: PipelineFile = toml::from_str(&normalise_keys(&text)).with_context(|| {
@@ -362,7 +363,7 @@ impl BuildCommand {
                 // Relative paths in a pipeline file are relative to the file itself.
                 let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
                 if let Some(i) = &file.build.input {
-                    if i.is_relative() {
+                    if i.is_relative() && !i.to_string_lossy().contains("://") {
                         file.build.input = Some(base.join(i));
                     }
                 }
@@ -476,6 +477,24 @@ impl StoreArgs {
     }
 }
 
+/// How object-store inputs are reached (read only: no conditional-write flags).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReadStoreArgs {
+    /// An S3-compatible endpoint for s3:// URLs (MinIO, Ceph, R2...); plain http only on
+    /// loopback.
+    #[arg(long, value_name = "URL", env = "PREP_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+}
+
+impl ReadStoreArgs {
+    pub fn options(&self) -> crate::sink::remote::RemoteOptions {
+        crate::sink::remote::RemoteOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            unsafe_no_conditional_put: false,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// An output of `prep build` (directory or s3://, gs://, az:// URL).
@@ -497,8 +516,10 @@ pub struct FinalizeArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A directory written by `prep build`.
+    /// An output of `prep build` (directory or s3://, gs://, az:// URL).
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
     /// Write a contact sheet (image | conditions, one row per record) to this PNG.
     #[arg(long, value_name = "FILE.png")]
     pub grid: Option<PathBuf>,
@@ -562,11 +583,13 @@ pub struct EvalTextArgs {
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: crate::runtime::Device,
-    /// Output .npy (N × d, float32).
+    /// Output .npy (N × d, float32); a local path or an s3://, gs://, az:// URL.
     #[arg(long, value_name = "T.npy")]
     pub out: PathBuf,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -761,4 +784,7 @@ pub struct FeatureModelArgs {
     /// Do not read or write the feature cache ($PREP_CACHE/features).
     #[arg(long)]
     pub no_cache: bool,
+    /// For s3:// inputs and --out (eval features/stats/fid/metrics).
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
 }

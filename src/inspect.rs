@@ -1,7 +1,8 @@
 //! `prep inspect OUT`: rows, columns and failures of a built dataset, and a contact sheet.
+//! `OUT` may be an object-store URL: Parquet footers and the pages the contact sheet
+//! needs are read with ranged GETs ([`ParquetInput`]), never whole shards.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use arrow_array::{cast::AsArray, Array, StructArray};
@@ -10,8 +11,10 @@ use image::{imageops, Rgb, RgbImage};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
-use crate::manifest;
-use crate::sink::{LocalStore, ShardStats};
+use crate::input_store::{Input, ParquetInput};
+use crate::manifest::Manifest;
+use crate::sink::remote::RemoteOptions;
+use crate::sink::ShardStats;
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -26,24 +29,27 @@ pub struct Summary {
     pub complete: Option<bool>,
 }
 
-fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let data = dir.join("data");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)
-        .with_context(|| {
-            format!(
-                "{} has no data/ directory; is it a `prep build` output?",
-                dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+fn shard_files(out: &Input) -> Result<Vec<String>> {
+    if !out.is_dir("data")? {
+        bail!(
+            "{} has no data/ directory; is it a `prep build` output?",
+            out.display("")
+        );
+    }
+    Ok(out
+        .files("data")?
+        .into_iter()
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+            p.strip_prefix("data/").is_some_and(|n| {
+                n.starts_with("part-") && n.ends_with(".parquet") && !n.contains('/')
+            })
         })
-        .collect();
-    files.sort();
-    Ok(files)
+        .collect())
+}
+
+fn open_shard(out: &Input, rel: &str) -> Result<ParquetRecordBatchReaderBuilder<ParquetInput>> {
+    ParquetRecordBatchReaderBuilder::try_new(ParquetInput::open(out, rel)?)
+        .with_context(|| format!("{} is not a readable Parquet file", out.display(rel)))
 }
 
 fn type_name(t: &DataType) -> String {
@@ -55,14 +61,13 @@ fn type_name(t: &DataType) -> String {
     }
 }
 
-pub fn summarize(dir: &Path) -> Result<Summary> {
-    let files = shard_files(dir)?;
+pub fn summarize(dir: &Path, remote: &RemoteOptions) -> Result<Summary> {
+    let out = Input::open_as(dir, remote, "prep inspect")?;
+    let files = shard_files(&out)?;
     let mut rows = 0u64;
     let mut columns = Vec::new();
     for f in &files {
-        let file = File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{} is not a readable Parquet file", f.display()))?;
+        let b = open_shard(&out, f)?;
         rows += b.metadata().file_metadata().num_rows() as u64;
         if columns.is_empty() {
             columns = b
@@ -73,38 +78,44 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
                 .collect();
         }
     }
-    let store = LocalStore::new(dir);
     let mut failed = std::collections::BTreeMap::new();
     let mut filtered = std::collections::BTreeMap::new();
     let mut failure_examples = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir.join("stats")) {
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
-        for p in paths
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    let stats: Vec<String> = if out.is_dir("stats")? {
+        out.files("stats")?
+            .into_iter()
+            .filter(|p| p.ends_with(".json") && !p["stats/".len()..].contains('/'))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for p in &stats {
+        let Some(bytes) = out.read_opt(p)? else {
+            continue;
+        };
+        let Ok(s) = serde_json::from_slice::<ShardStats>(&bytes) else {
+            continue;
+        };
+        for (k, v) in s.failed {
+            *failed.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in s.filtered {
+            *filtered.entry(k).or_insert(0) += v;
+        }
+        for f in s
+            .failures
+            .into_iter()
+            .take(5usize.saturating_sub(failure_examples.len()))
         {
-            let Ok(s) = serde_json::from_slice::<ShardStats>(&std::fs::read(p)?) else {
-                continue;
-            };
-            for (k, v) in s.failed {
-                *failed.entry(k).or_insert(0) += v;
-            }
-            for (k, v) in s.filtered {
-                *filtered.entry(k).or_insert(0) += v;
-            }
-            for f in s
-                .failures
-                .into_iter()
-                .take(5usize.saturating_sub(failure_examples.len()))
-            {
-                failure_examples.push((f.key, f.class, f.detail));
-            }
+            failure_examples.push((f.key, f.class, f.detail));
         }
     }
-    let complete = manifest::read(&store).ok().flatten().map(|m| m.complete);
+    let complete = out
+        .read_opt("dataset.json")?
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .map(|m| m.complete);
     Ok(Summary {
-        dir: dir.display().to_string(),
+        dir: out.display(""),
         shards: files.len(),
         rows,
         columns,
@@ -163,17 +174,28 @@ fn image_columns(schema: &arrow_schema::Schema) -> Vec<String> {
 
 /// Write a contact sheet: one row per record, columns `image | condition…`, each cell
 /// `cell`×`cell` px (aspect kept, centred on grey). Returns the column names in order.
-pub fn grid(dir: &Path, out: &Path, rows: usize, cell: u32) -> Result<Vec<String>> {
-    let files = shard_files(dir)?;
+pub fn grid(
+    dir: &Path,
+    remote: &RemoteOptions,
+    out: &Path,
+    rows: usize,
+    cell: u32,
+) -> Result<Vec<String>> {
+    if crate::sink::remote::is_url(&out.to_string_lossy()) {
+        bail!(
+            "--grid {}: the contact sheet is written to a local file; give a local path (and copy it with your cloud's CLI)",
+            out.display()
+        );
+    }
+    let src = Input::open_as(dir, remote, "prep inspect")?;
+    let files = shard_files(&src)?;
     let mut cells: Vec<Vec<RgbImage>> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     'files: for f in &files {
-        let file = File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-            .with_batch_size(rows.max(1))
-            .build()?;
+        let reader = open_shard(&src, f)?.with_batch_size(rows.max(1)).build()?;
+        let f = src.display(f);
         for batch in reader {
-            let batch = batch.with_context(|| format!("cannot read {}", f.display()))?;
+            let batch = batch.with_context(|| format!("cannot read {f}"))?;
             if names.is_empty() {
                 names = image_columns(&batch.schema());
             }
@@ -204,7 +226,7 @@ pub fn grid(dir: &Path, out: &Path, rows: usize, cell: u32) -> Result<Vec<String
         }
     }
     if cells.is_empty() {
-        bail!("{} has no rows to show", dir.display());
+        bail!("{} has no rows to show", src.display(""));
     }
     let gap = 4u32;
     let ncols = names.len() as u32;

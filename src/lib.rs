@@ -13,6 +13,7 @@ pub mod eval;
 pub mod fetch;
 pub mod generate;
 pub mod imaging;
+pub mod input_store;
 pub mod inspect;
 pub mod lease;
 pub mod load;

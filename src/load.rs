@@ -1,8 +1,9 @@
 //! The loader stage: image references → bytes, in record order, with bounded concurrency.
 //!
-//! Local files and HTTP(S) URLs go through one ordered, bounded stream on a tokio
-//! runtime (`buffered(concurrency)`), so a slow URL never reorders the output and at most
-//! `concurrency` images are in flight. URLs go through the download stage
+//! Local files, objects under an object-store `--input` and HTTP(S) URLs go through one
+//! ordered, bounded stream on a tokio runtime (`buffered(concurrency)`; objects are
+//! fetched on the object store's own runtime), so a slow URL never reorders the output
+//! and at most `concurrency` images are in flight. URLs go through the download stage
 //! ([`crate::fetch::Fetcher`]: retries, SSRF guard, opt-out, size cap). A failed load is a
 //! [`RowFailure`] for that row, with the HTTP status and the number of attempts.
 
@@ -40,6 +41,18 @@ impl Loader {
                     };
                     RowFailure::new(class, format!("{}: {e}", p.display()))
                 }),
+                http_status: None,
+                attempts: 1,
+            },
+            ImageRef::Object(o) => Fetched {
+                result: match o.remote.get_async(&o.rel).await {
+                    Ok(Some(b)) => Ok(b),
+                    Ok(None) => Err(RowFailure::new(
+                        "file_not_found",
+                        format!("{}: no such object under --input", o.url()),
+                    )),
+                    Err(e) => Err(RowFailure::new("object_store", format!("{e:#}"))),
+                },
                 http_status: None,
                 attempts: 1,
             },

@@ -184,6 +184,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Generate(args) => prep::generate::cli::run(&args),
         Command::Report(args) => {
+            prep::eval::objstore::refuse_url("prep report", "--out", &args.out)?;
+            prep::eval::objstore::refuse_url("prep report", "--history", &args.history)?;
             let d = prep::report::run(&args)?;
             let regressions = d
                 .comparisons
@@ -201,6 +203,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Subset(args) => {
+            prep::eval::objstore::refuse_url("prep subset", "DATASET", &args.dataset)?;
+            prep::eval::objstore::refuse_url("prep subset", "--out", &args.out)?;
             let m = prep::subset::run(&args)?;
             for (name, s) in &m.splits {
                 eprintln!(
@@ -213,14 +217,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect(args) => {
-            let summary = prep::inspect::summarize(&args.dir)?;
+            let summary = prep::inspect::summarize(&args.dir, &args.store.options())?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 prep::inspect::print(&summary);
             }
             if let Some(grid) = &args.grid {
-                let cols = prep::inspect::grid(&args.dir, grid, args.rows, 256)?;
+                let cols =
+                    prep::inspect::grid(&args.dir, &args.store.options(), grid, args.rows, 256)?;
                 eprintln!(
                     "wrote {} ({} rows: {})",
                     grid.display(),

@@ -12,7 +12,7 @@
 //! inputs and settings give byte-identical Parquet, however many threads run.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -312,6 +312,20 @@ fn dataset_schema(cfg: &BuildConfig, info: &SourceInfo) -> DatasetSchema {
     }
 }
 
+/// `--s3-endpoint` may be there for an object-store `--input` while `--out` is local.
+fn out_options(
+    cfg: &BuildConfig,
+    out: &Path,
+    remote: &sink::remote::RemoteOptions,
+) -> sink::remote::RemoteOptions {
+    let url = |p: &Path| sink::remote::is_url(&p.to_string_lossy());
+    let mut o = remote.clone();
+    if cfg.input.as_deref().is_some_and(url) && !url(out) {
+        o.s3_endpoint = None;
+    }
+    o
+}
+
 fn check_capabilities(cfg: &BuildConfig, info: &SourceInfo) -> Result<()> {
     for c in &cfg.conditions {
         match c {
@@ -335,10 +349,10 @@ fn check_capabilities(cfg: &BuildConfig, info: &SourceInfo) -> Result<()> {
 
 pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSummary> {
     // Everything that can be checked is checked before the output directory is touched.
-    let src = source::open(cfg)?;
+    let src = source::open(cfg, &opts.remote)?;
     let info = src.info().clone();
     check_capabilities(cfg, &info)?;
-    let store = OutStore::open(out, &opts.remote)?;
+    let store = OutStore::open(out, &out_options(cfg, out, &opts.remote))?;
     if !store.is_remote() {
         check_out_dir(out)?;
     }
@@ -720,6 +734,13 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
             r.url(""),
             r.requests().describe(),
             built.len()
+        );
+    }
+    if let Some(r) = &info.input_store {
+        eprintln!(
+            "object store --input {}: {}",
+            r.url(""),
+            r.requests().describe()
         );
     }
     let mut run_failed = BTreeMap::new();
@@ -1202,24 +1223,42 @@ fn with_where(mut f: RowFailure, image: &ImageRef) -> RowFailure {
 }
 
 /// A COCO-Stuff label map: 8-bit, one channel (values are labels, never colours).
-fn load_labels(path: &PathBuf) -> Result<GrayImage, RowFailure> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        let class = if e.kind() == std::io::ErrorKind::NotFound {
-            "seg_map_missing"
-        } else {
-            "seg_map_unreadable"
-        };
-        RowFailure::new(class, format!("{}: {e}", path.display()))
-    })?;
+fn load_labels(map: &ImageRef) -> Result<GrayImage, RowFailure> {
+    let bytes = match map {
+        ImageRef::Path(path) => std::fs::read(path).map_err(|e| {
+            let class = if e.kind() == std::io::ErrorKind::NotFound {
+                "seg_map_missing"
+            } else {
+                "seg_map_unreadable"
+            };
+            RowFailure::new(class, format!("{}: {e}", path.display()))
+        })?,
+        ImageRef::Object(o) => match o.remote.get_blocking(&o.rel) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(RowFailure::new(
+                    "seg_map_missing",
+                    format!("{}: no such object", o.url()),
+                ))
+            }
+            Err(e) => return Err(RowFailure::new("seg_map_unreadable", format!("{e:#}"))),
+        },
+        ImageRef::Url(u) => {
+            return Err(RowFailure::new(
+                "seg_map_unreadable",
+                format!("{u}: label maps are read from --input, not downloaded"),
+            ))
+        }
+    };
+    let path = map.display();
     let img = image::load_from_memory(&bytes)
-        .map_err(|e| RowFailure::new("seg_map_unreadable", format!("{}: {e}", path.display())))?;
+        .map_err(|e| RowFailure::new("seg_map_unreadable", format!("{path}: {e}")))?;
     match img {
         image::DynamicImage::ImageLuma8(g) => Ok(g),
         other => Err(RowFailure::new(
             "seg_map_unreadable",
             format!(
-                "{}: a label map must be 8-bit single-channel (COCO-Stuff stuffthingmaps), got {:?}",
-                path.display(),
+                "{path}: a label map must be 8-bit single-channel (COCO-Stuff stuffthingmaps), got {:?}",
                 other.color()
             ),
         )),
@@ -1371,6 +1410,7 @@ pub const RETRYABLE: [&str; 7] = [
 /// rewritten whole and committed atomically, as on a first run.
 pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result<RetrySummary> {
     use futures_util::StreamExt;
+    crate::eval::objstore::refuse_url("prep fetch", "--retry-failed", out)?;
     let store = OutStore::new(out);
     let m = manifest::read(&store)?.with_context(|| {
         format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())
@@ -1408,7 +1448,7 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
     }
 
     // The affected shards' records, from the same source in the same order.
-    let src = source::open(&cfg)?;
+    let src = source::open(&cfg, &opts.remote)?;
     let info = src.info().clone();
     let mut records: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
     for (n, item) in src.records()?.enumerate() {

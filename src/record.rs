@@ -13,6 +13,8 @@ pub enum ImageRef {
     Path(PathBuf),
     /// An `http://` or `https://` URL, fetched by the loader.
     Url(String),
+    /// An object under an object-store `--input`, fetched by the loader.
+    Object(crate::input_store::ObjectRef),
 }
 
 impl ImageRef {
@@ -21,6 +23,7 @@ impl ImageRef {
         match self {
             ImageRef::Path(p) => p.display().to_string(),
             ImageRef::Url(u) => u.clone(),
+            ImageRef::Object(o) => o.url(),
         }
     }
 }
@@ -41,7 +44,7 @@ pub struct Annotations {
     /// an image without people). `None` when the source has no keypoint ground truth.
     pub persons: Option<Vec<Person>>,
     /// COCO-Stuff label map (8-bit single-channel PNG, 0..181, 255 = unlabelled).
-    pub seg_map: Option<PathBuf>,
+    pub seg_map: Option<ImageRef>,
 }
 
 /// A typed metadata value carried from the source into its own Parquet column.

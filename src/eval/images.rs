@@ -1,8 +1,9 @@
 //! Image sets for `prep eval`: a directory of image files, one Parquet file's image column
 //! (`F.parquet[:COLUMN]`), or a `prep build` output (`OUT[:COLUMN]`, every `data/` shard).
 //! Read in chunks, in a fixed order, so memory holds one chunk of encoded images.
+//! Each may be an object-store URL (`s3://bucket/run[:COLUMN]`): Parquet is read by
+//! ranged GETs, image objects a chunk at a time.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +11,9 @@ use arrow_array::{cast::AsArray, Array, ArrayRef};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+
+use crate::input_store::{Input, ParquetInput};
+use crate::sink::remote::RemoteOptions;
 
 /// File extensions read from an image directory (pytorch-fid's list).
 pub const IMAGE_EXTENSIONS: &[&str] = &[
@@ -21,9 +25,13 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
 pub enum ImageSet {
     /// Image files, sorted by name.
     Files(Vec<PathBuf>),
-    /// An image column (HF `{bytes, path}` struct or binary) of Parquet files, in order.
+    /// Image objects directly under an object-store prefix, sorted by name.
+    Objects { input: Input, files: Vec<String> },
+    /// An image column (HF `{bytes, path}` struct or binary) of Parquet files, in order
+    /// (relative to `input`; `""` when `input` is the file itself).
     Parquet {
-        files: Vec<PathBuf>,
+        input: Input,
+        files: Vec<String>,
         column: String,
         rows: usize,
     },
@@ -46,6 +54,15 @@ fn is_image_file(p: &Path) -> bool {
 /// otherwise the whole spec as a path.
 pub fn split_column(spec: &Path) -> (PathBuf, Option<String>) {
     let s = spec.to_string_lossy();
+    if crate::sink::remote::is_url(&s) {
+        // `s3://bucket/run:image`: the column follows the last ':' after the scheme.
+        return match s.rsplit_once(':') {
+            Some((p, c)) if p.contains("://") && !c.is_empty() && !c.contains('/') => {
+                (PathBuf::from(p), Some(c.to_string()))
+            }
+            _ => (spec.to_path_buf(), None),
+        };
+    }
     match s.rsplit_once(':') {
         Some((p, c)) if !p.is_empty() && !c.contains('/') && Path::new(p).exists() => {
             (PathBuf::from(p), Some(c.to_string()))
@@ -69,8 +86,12 @@ pub fn parquet_shards(dir: &Path) -> Result<Vec<PathBuf>> {
 impl ImageSet {
     /// `DIR` (image files, or a `prep build` output), `F.parquet`, each optionally
     /// followed by `:COLUMN` for Parquet (default column `image`).
-    pub fn open(spec: &Path) -> Result<ImageSet> {
+    /// A URL is opened with `remote` (credentials chain, `--s3-endpoint`).
+    pub fn open(spec: &Path, remote: &RemoteOptions) -> Result<ImageSet> {
         let (path, column) = split_column(spec);
+        if crate::sink::remote::is_url(&path.to_string_lossy()) {
+            return Self::open_remote(&path, column, remote);
+        }
         if !path.exists() {
             bail!(
                 "{}: no such file or directory (expected an image directory, a .parquet file or a `prep build` output, optionally with :COLUMN)",
@@ -79,12 +100,18 @@ impl ImageSet {
         }
         let parquet = if path.is_dir() {
             if path.join("data").is_dir() {
-                Some(parquet_shards(&path)?)
+                let shards = parquet_shards(&path)?;
+                let rels = shards
+                    .iter()
+                    .filter_map(|f| f.file_name().and_then(|n| n.to_str()))
+                    .map(|n| format!("data/{n}"))
+                    .collect();
+                Some((Input::Local(path.clone()), rels))
             } else {
                 None
             }
         } else if path.extension().is_some_and(|x| x == "parquet") {
-            Some(vec![path.clone()])
+            Some((Input::Local(path.clone()), vec![String::new()]))
         } else {
             bail!(
                 "{}: not an image directory, a .parquet file or a `prep build` output",
@@ -92,45 +119,8 @@ impl ImageSet {
             );
         };
         match parquet {
-            Some(files) => {
-                if files.is_empty() {
-                    bail!("{}: data/ holds no .parquet shards", path.display());
-                }
-                let column = column.unwrap_or_else(|| "image".to_string());
-                let mut rows = 0usize;
-                for f in &files {
-                    let file =
-                        File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
-                    let b = ParquetRecordBatchReaderBuilder::try_new(file)
-                        .with_context(|| format!("{}: not a readable Parquet file", f.display()))?;
-                    let schema = b.schema();
-                    let field = schema.field_with_name(&column).map_err(|_| {
-                        anyhow::anyhow!(
-                            "{}: no column {column:?} (columns: {}); name one with {}:COLUMN",
-                            f.display(),
-                            schema
-                                .fields()
-                                .iter()
-                                .map(|f| f.name().as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            path.display()
-                        )
-                    })?;
-                    if !is_image_type(field.data_type()) {
-                        bail!(
-                            "{}: column {column:?} is {}, not an image column (a {{bytes, path}} struct or binary)",
-                            f.display(),
-                            field.data_type()
-                        );
-                    }
-                    rows += b.metadata().file_metadata().num_rows() as usize;
-                }
-                Ok(ImageSet::Parquet {
-                    files,
-                    column,
-                    rows,
-                })
+            Some((input, files)) => {
+                Self::parquet(input, files, column, &path.display().to_string())
             }
             None => {
                 if let Some(c) = column {
@@ -157,9 +147,94 @@ impl ImageSet {
         }
     }
 
+    fn open_remote(
+        path: &Path,
+        column: Option<String>,
+        remote: &RemoteOptions,
+    ) -> Result<ImageSet> {
+        let input = Input::open_as(path, remote, "--images")?;
+        let spec = input.display("");
+        if input.is_file("")? {
+            if !spec.ends_with(".parquet") {
+                bail!("{spec}: not a .parquet object, a `prep build` output or a prefix of image objects");
+            }
+            return Self::parquet(input, vec![String::new()], column, &spec);
+        }
+        if input.is_dir("data")? {
+            let files: Vec<String> = input
+                .files("data")?
+                .into_iter()
+                .filter(|f| f.ends_with(".parquet") && !f["data/".len()..].contains('/'))
+                .collect();
+            return Self::parquet(input, files, column, &spec);
+        }
+        if let Some(c) = column {
+            bail!("{spec}:{c}: a column can only be named for Parquet input");
+        }
+        let files: Vec<String> = input
+            .files("")?
+            .into_iter()
+            .filter(|f| {
+                !f.contains('/')
+                    && f.rsplit_once('.').is_some_and(|(_, e)| {
+                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
+            })
+            .collect();
+        if files.is_empty() {
+            bail!("{spec}: no image objects ({})", IMAGE_EXTENSIONS.join(", "));
+        }
+        Ok(ImageSet::Objects { input, files })
+    }
+
+    /// Check that every file has an image column `column` (default `image`); count rows.
+    fn parquet(
+        input: Input,
+        files: Vec<String>,
+        column: Option<String>,
+        spec: &str,
+    ) -> Result<ImageSet> {
+        if files.is_empty() {
+            bail!("{spec}: data/ holds no .parquet shards");
+        }
+        let column = column.unwrap_or_else(|| "image".to_string());
+        let mut rows = 0usize;
+        for f in &files {
+            let name = input.display(f);
+            let b = ParquetRecordBatchReaderBuilder::try_new(ParquetInput::open(&input, f)?)
+                .with_context(|| format!("{name}: not a readable Parquet file"))?;
+            let schema = b.schema();
+            let field = schema.field_with_name(&column).map_err(|_| {
+                anyhow::anyhow!(
+                    "{name}: no column {column:?} (columns: {}); name one with {spec}:COLUMN",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            })?;
+            if !is_image_type(field.data_type()) {
+                bail!(
+                    "{name}: column {column:?} is {}, not an image column (a {{bytes, path}} struct or binary)",
+                    field.data_type()
+                );
+            }
+            rows += b.metadata().file_metadata().num_rows() as usize;
+        }
+        Ok(ImageSet::Parquet {
+            input,
+            files,
+            column,
+            rows,
+        })
+    }
+
     pub fn len(&self) -> usize {
         match self {
             ImageSet::Files(f) => f.len(),
+            ImageSet::Objects { files, .. } => files.len(),
             ImageSet::Parquet { rows, .. } => *rows,
         }
     }
@@ -191,24 +266,45 @@ impl ImageSet {
                     f(items)?;
                 }
             }
-            ImageSet::Parquet { files, column, .. } => {
+            ImageSet::Objects { input, files } => {
+                for part in files.chunks(chunk) {
+                    let items = part
+                        .iter()
+                        .zip(input.read_many_opt(part))
+                        .map(|(rel, bytes)| {
+                            let name = input.display(rel);
+                            let bytes = bytes?
+                                .with_context(|| format!("{name} does not exist (any more)"))?;
+                            Ok(EncodedImage { name, bytes })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    f(items)?;
+                }
+            }
+            ImageSet::Parquet {
+                input,
+                files,
+                column,
+                ..
+            } => {
                 let mut pending: Vec<EncodedImage> = Vec::with_capacity(chunk);
-                for file_path in files {
-                    let file = File::open(file_path)
-                        .with_context(|| format!("cannot open {}", file_path.display()))?;
-                    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
-                    let idx = b.schema().index_of(column).with_context(|| {
-                        format!("{}: no column {column:?}", file_path.display())
-                    })?;
+                for rel in files {
+                    let file_path = input.display(rel);
+                    let b =
+                        ParquetRecordBatchReaderBuilder::try_new(ParquetInput::open(input, rel)?)
+                            .with_context(|| format!("{file_path}: not a readable Parquet file"))?;
+                    let idx = b
+                        .schema()
+                        .index_of(column)
+                        .with_context(|| format!("{file_path}: no column {column:?}"))?;
                     let mask = ProjectionMask::roots(b.parquet_schema(), [idx]);
                     let reader = b.with_projection(mask).with_batch_size(chunk).build()?;
                     let mut row = 0usize;
                     for batch in reader {
-                        let batch = batch
-                            .with_context(|| format!("cannot read {}", file_path.display()))?;
+                        let batch = batch.with_context(|| format!("cannot read {file_path}"))?;
                         let col = batch.column(0);
                         for i in 0..batch.num_rows() {
-                            let name = format!("{}#{row}", file_path.display());
+                            let name = format!("{file_path}#{row}");
                             let bytes = image_bytes(col, i).with_context(|| {
                                 format!("{name}: column {column:?} has no image in this row")
                             })?;

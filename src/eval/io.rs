@@ -252,6 +252,12 @@ pub fn write_features(path: &Path, x: &Mat<f64>, dtype: Dtype) -> Result<()> {
 
 /// Write `bytes` to `path` through a temporary file and a rename (`LocalStore`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if super::objstore::is_url_path(path) {
+        bail!(
+            "{}: this command writes local files only (object-store URLs are taken by --out of build, fetch and eval features/stats/text); write locally and copy it with your cloud's CLI",
+            path.display()
+        );
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -351,6 +357,11 @@ pub fn load_stats(path: &Path) -> Result<Stats> {
 /// Write `mu`/`sigma` as float64 to a `.npz` (zip stored, or deflated if `compressed`),
 /// atomically.
 pub fn write_stats_npz(path: &Path, stats: &Stats, compressed: bool) -> Result<()> {
+    write_atomic(path, &stats_npz_bytes(path, stats, compressed)?)
+}
+
+/// The bytes of an `.npz` with `mu` and `sigma` (`path` for messages).
+pub fn stats_npz_bytes(path: &Path, stats: &Stats, compressed: bool) -> Result<Vec<u8>> {
     let d = stats.dim();
     let mu = Array1::from_shape_fn(d, |i| stats.mu[i]);
     let sigma = Array2::from_shape_fn((d, d), |(i, j)| stats.sigma[(i, j)]);
@@ -367,7 +378,7 @@ pub fn write_stats_npz(path: &Path, stats: &Stats, compressed: bool) -> Result<(
         .finish()
         .with_context(|| format!("cannot encode {}", path.display()))?
         .into_inner();
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 #[cfg(test)]

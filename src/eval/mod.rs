@@ -16,6 +16,7 @@ pub mod control;
 pub mod extract;
 pub mod images;
 pub mod io;
+pub mod objstore;
 pub mod onnx_features;
 pub mod preprocess;
 pub mod run;
@@ -37,6 +38,10 @@ pub use compute::{Metric, MetricOptions, MetricValues};
 /// than a `.npy`/`.npz` file.
 pub fn is_image_input(path: &Path) -> bool {
     let (base, _) = images::split_column(path);
+    if objstore::is_url_path(&base) {
+        // A URL is arrays only when it names an .npy/.npz object.
+        return !base.extension().is_some_and(|x| x == "npy" || x == "npz");
+    }
     base.is_dir() || base.extension().is_some_and(|x| x == "parquet")
 }
 
@@ -46,6 +51,7 @@ pub struct FeatureModel {
     cache: Option<extract::FeatureCache>,
     pub name: String,
     pub sha256: String,
+    remote: crate::sink::remote::RemoteOptions,
 }
 
 impl FeatureModel {
@@ -74,12 +80,13 @@ impl FeatureModel {
             cache: (!fm.no_cache).then(extract::FeatureCache::default_location),
             name: name.to_string(),
             sha256,
+            remote: fm.store.options(),
         })
     }
 
     /// Features of an image set (directory, Parquet[:COLUMN], build output[:COLUMN]).
     pub fn features(&mut self, images: &Path) -> Result<io::Features> {
-        let set = images::ImageSet::open(images)?;
+        let set = images::ImageSet::open(images, &self.remote)?;
         let bar = indicatif::ProgressBar::new(set.len() as u64).with_style(
             indicatif::ProgressStyle::with_template(
                 "{msg} {wide_bar} {pos}/{len} images ({per_sec}, eta {eta})",
@@ -133,7 +140,7 @@ impl<'a> LazyModel<'a> {
     /// `.npy` features are read; images go through the model.
     fn features(&mut self, path: &Path) -> Result<io::Features> {
         if !is_image_input(path) {
-            return io::read_features(path);
+            return objstore::read_features(path, &self.fm.store.options());
         }
         self.model_mut(path)?.features(path)
     }
@@ -155,7 +162,7 @@ impl<'a> LazyModel<'a> {
     /// Statistics: `.npz` read, `.npy` or images → features → mean/covariance.
     fn stats(&mut self, path: &Path) -> Result<Stats> {
         if !is_image_input(path) {
-            return io::load_stats(path);
+            return objstore::load_stats(path, &self.fm.store.options());
         }
         let f = self.features(path)?;
         Stats::from_features(f.x.as_ref(), &f.what())
@@ -169,6 +176,10 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Metrics(a) => metrics(&a),
         EvalCommand::Fid(a) => fid(&a),
         EvalCommand::Run(a) => {
+            objstore::refuse_url("prep eval run", "--config", &a.config)?;
+            if let Some(o) = &a.out {
+                objstore::refuse_url("prep eval run", "--out", o)?;
+            }
             if let Some(text) = crate::study::nightly::study_text(&a.config)? {
                 let r = crate::study::nightly::run(
                     &a.config,
@@ -192,6 +203,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         }
         EvalCommand::Features(a) => features(&a),
         EvalCommand::Text(a) => {
+            objstore::refuse_url("prep eval text", "--prompts", &a.prompts)?;
             let reg = crate::models::Registry::load()?;
             let entry = reg.get(&a.model)?;
             let path = a
@@ -211,7 +223,11 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
                 bail!("{}: no prompts", a.prompts.display());
             }
             let x = enc.encode(&prompts, a.batch_size)?;
-            io::write_features(&a.out, &x, io::Dtype::F32)?;
+            objstore::write_out(
+                &a.out,
+                &io::npy_bytes(&x, io::Dtype::F32)?,
+                &a.store.options(),
+            )?;
             if a.json {
                 println!(
                     "{}",
@@ -228,6 +244,16 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Control(a) => {
+            for (flag, p) in [
+                ("--reference", Some(&a.reference)),
+                ("--gen", Some(&a.gen)),
+                ("--keep", a.keep.as_ref()),
+                ("--per-sample", a.per_sample.as_ref()),
+            ] {
+                if let Some(p) = p {
+                    objstore::refuse_url("prep eval control", flag, p)?;
+                }
+            }
             let r = control::run(&a)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -251,7 +277,11 @@ fn features(a: &EvalFeaturesArgs) -> Result<()> {
             .context("prep eval features needs --model NAME (a feature model, e.g. inception)")?;
     let mut m = FeatureModel::open(name, &a.fm)?;
     let f = m.features(&a.images)?;
-    io::write_features(&a.out, &f.x, a.dtype)?;
+    objstore::write_out(
+        &a.out,
+        &io::npy_bytes(&f.x, a.dtype)?,
+        &a.fm.store.options(),
+    )?;
     if a.json {
         println!(
             "{}",
@@ -278,7 +308,7 @@ fn stats(a: &EvalStatsArgs) -> Result<()> {
                     "--model computes features from --images; with --features F.npy leave it out"
                 );
             }
-            io::read_features(f)?
+            objstore::read_features(f, &a.fm.store.options())?
         }
         (None, Some(images)) => {
             let name = a.fm.model.as_deref().with_context(|| {
@@ -295,7 +325,11 @@ fn stats(a: &EvalStatsArgs) -> Result<()> {
         }
     };
     let s = Stats::from_features(f.x.as_ref(), &f.what())?;
-    io::write_stats_npz(&a.out, &s, a.compressed)?;
+    objstore::write_out(
+        &a.out,
+        &io::stats_npz_bytes(&a.out, &s, a.compressed)?,
+        &a.fm.store.options(),
+    )?;
     if a.json {
         println!(
             "{}",
@@ -386,7 +420,11 @@ fn metrics(a: &EvalMetricsArgs) -> Result<()> {
     };
     let real_clip = clip_of(&a.real_clip, &a.real)?;
     let gen_clip = clip_of(&a.gen_clip, &a.gen)?;
-    let gen_text = a.gen_text.as_deref().map(io::read_features).transpose()?;
+    let gen_text = a
+        .gen_text
+        .as_deref()
+        .map(|p| objstore::read_features(p, &a.fm.store.options()))
+        .transpose()?;
     let inputs = compute::Inputs {
         real: &real,
         gen: &gen,
@@ -401,7 +439,7 @@ fn metrics(a: &EvalMetricsArgs) -> Result<()> {
         let arr = ndarray::Array1::from_shape_fn(s.len(), |i| m[(i, 0)]);
         let mut buf = Vec::new();
         ndarray_npy::WriteNpyExt::write_npy(&arr, &mut buf)?;
-        io::write_atomic(p, &buf)?;
+        objstore::write_out(p, &buf, &a.fm.store.options())?;
     }
     if a.json {
         println!("{}", serde_json::to_string(&values)?);

@@ -146,18 +146,39 @@ impl Remote {
     /// credentials from each cloud's standard environment chain, and check that the store
     /// creates conditionally.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Self> {
+        let mut r = Self::connect(url, opts, "--out")?;
+        r.conditional = r.probe_conditional()?;
+        if !r.conditional && !opts.unsafe_no_conditional_put {
+            bail!(
+                "{}: this store does not honour conditional creates (If-None-Match: *), so two workers could both commit a shard; \
+                 use a store that does (AWS S3, GCS, Azure, MinIO, R2 all do), or pass --unsafe-no-conditional-put if only one worker writes here",
+                r.url
+            );
+        }
+        Ok(r)
+    }
+
+    /// Open `url` for reading only (`--input`, `prep inspect`, eval inputs): the same
+    /// credentials and endpoint handling as [`Remote::open`], but nothing is written (no
+    /// conditional-create probe), so read-only credentials suffice. `flag` names the
+    /// option in messages.
+    pub fn open_read(url: &str, opts: &RemoteOptions, flag: &str) -> Result<Self> {
+        Self::connect(url, opts, flag)
+    }
+
+    fn connect(url: &str, opts: &RemoteOptions, flag: &str) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let parsed = url::Url::parse(url).with_context(|| {
-            format!("--out {url}: not a valid URL; use s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or a local path")
+            format!("{flag} {url}: not a valid URL; use s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or a local path")
         })?;
         let bucket = parsed
             .host_str()
             .filter(|b| !b.is_empty())
-            .with_context(|| format!("--out {url}: no bucket name (expected s3://BUCKET/PREFIX)"))?
+            .with_context(|| format!("{flag} {url}: no bucket name (expected s3://BUCKET/PREFIX)"))?
             .to_string();
         let prefix = ObjPath::from(parsed.path().trim_matches('/'));
         if opts.s3_endpoint.is_some() && parsed.scheme() != "s3" {
-            bail!("--s3-endpoint applies to s3:// outputs only, and --out is {url}");
+            bail!("--s3-endpoint applies to s3:// URLs only, and {flag} is {url}");
         }
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
@@ -183,7 +204,7 @@ impl Remote {
                         .with_virtual_hosted_style_request(false);
                 }
                 Arc::new(b.build().with_context(|| {
-                    format!("--out {url}: cannot configure S3 (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE-less web identity or instance metadata)")
+                    format!("{flag} {url}: cannot configure S3 (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE-less web identity or instance metadata)")
                 })?)
             }
             "gs" => Arc::new(
@@ -191,17 +212,17 @@ impl Remote {
                     .with_bucket_name(&bucket)
                     .with_retry(retry_config())
                     .build()
-                    .with_context(|| format!("--out {url}: cannot configure Google Cloud Storage (credentials from GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT, else the metadata server)"))?,
+                    .with_context(|| format!("{flag} {url}: cannot configure Google Cloud Storage (credentials from GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT, else the metadata server)"))?,
             ),
             "az" | "abfs" | "abfss" => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(&bucket)
                     .with_retry(retry_config())
                     .build()
-                    .with_context(|| format!("--out {url}: cannot configure Azure Blob Storage (set AZURE_STORAGE_ACCOUNT_NAME and a key, SAS or AZURE_CLIENT_ID/SECRET/TENANT_ID)"))?,
+                    .with_context(|| format!("{flag} {url}: cannot configure Azure Blob Storage (set AZURE_STORAGE_ACCOUNT_NAME and a key, SAS or AZURE_CLIENT_ID/SECRET/TENANT_ID)"))?,
             ),
             other => bail!(
-                "--out {url}: unsupported scheme {other}://; use s3://, gs://, az:// or a local path"
+                "{flag} {url}: unsupported scheme {other}://; use s3://, gs://, az:// or a local path"
             ),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -210,7 +231,7 @@ impl Remote {
             .enable_all()
             .build()
             .context("cannot start the object-store runtime")?;
-        let mut r = Remote {
+        Ok(Remote {
             store,
             counts: RequestCounts::default(),
             prefix,
@@ -218,16 +239,7 @@ impl Remote {
             rt,
             conditional: true,
             part_size: PART_SIZE,
-        };
-        r.conditional = r.probe_conditional()?;
-        if !r.conditional && !opts.unsafe_no_conditional_put {
-            bail!(
-                "{}: this store does not honour conditional creates (If-None-Match: *), so two workers could both commit a shard; \
-                 use a store that does (AWS S3, GCS, Azure, MinIO, R2 all do), or pass --unsafe-no-conditional-put if only one worker writes here",
-                r.url
-            );
-        }
-        Ok(r)
+        })
     }
 
     /// Create a probe object twice: the second create must be refused.
@@ -295,6 +307,9 @@ impl Remote {
     /// Size and version of `rel`, `None` when absent.
     pub fn head(&self, rel: &str) -> Result<Option<(u64, UpdateVersion)>> {
         let key = self.key(rel);
+        if key.as_ref().is_empty() {
+            return Ok(None); // the bucket itself is not an object
+        }
         bump(&self.counts.head);
         match self.rt.block_on(self.store.head(&key)) {
             Ok(m) => Ok(Some((
@@ -325,6 +340,145 @@ impl Remote {
             Ok(x) => Ok(Some(x)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", self.url(rel))),
+        }
+    }
+
+    /// [`Remote::get`] from any thread, also one inside another tokio runtime (the
+    /// loader's): the request runs on this store's own runtime and the caller waits.
+    pub fn get_blocking(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = self.store.clone();
+        let key = self.key(rel);
+        bump(&self.counts.get);
+        self.rt.spawn(async move {
+            let r = async { store.get(&key).await?.bytes().await }.await;
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the object-store runtime stopped"))?;
+        self.read_result(rel, r.map(|b| b.to_vec()))
+    }
+
+    /// Bytes `range` of `rel` (one ranged GET), from any thread.
+    pub fn get_range(&self, rel: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = self.store.clone();
+        let key = self.key(rel);
+        bump(&self.counts.get);
+        let r2 = range.clone();
+        self.rt.spawn(async move {
+            let _ = tx.send(store.get_range(&key, r2).await);
+        });
+        let r = rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the object-store runtime stopped"))?;
+        r.with_context(|| {
+            format!(
+                "cannot read bytes {}..{} of {}",
+                range.start,
+                range.end,
+                self.url(rel)
+            )
+        })
+    }
+
+    /// The contents of `rel` (`None` when absent), awaited from another runtime: the
+    /// request runs on this store's runtime, so its connections stay there.
+    pub async fn get_async(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let store = self.store.clone();
+        let key = self.key(rel);
+        bump(&self.counts.get);
+        let r = self
+            .rt
+            .spawn(async move { store.get(&key).await?.bytes().await })
+            .await
+            .map_err(|e| anyhow::anyhow!("the object-store task failed: {e}"))?;
+        self.read_result(rel, r.map(|b| b.to_vec()))
+    }
+
+    /// Many small objects at once (`concurrency` requests in flight), in order.
+    pub fn get_many(&self, rels: &[String], concurrency: usize) -> Vec<Result<Option<Vec<u8>>>> {
+        use futures_util::StreamExt;
+        let rs: Vec<_> = self.rt.block_on(
+            futures_util::stream::iter(rels.iter().map(|rel| {
+                let key = self.key(rel);
+                bump(&self.counts.get);
+                async move { async { self.store.get(&key).await?.bytes().await }.await }
+            }))
+            .buffered(concurrency.max(1))
+            .collect(),
+        );
+        rels.iter()
+            .zip(rs)
+            .map(|(rel, r)| self.read_result(rel, r.map(|b| b.to_vec())))
+            .collect()
+    }
+
+    fn read_result<T>(&self, rel: &str, r: object_store::Result<T>) -> Result<Option<T>> {
+        match r {
+            Ok(x) => Ok(Some(x)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "cannot read {} (check the bucket exists, the credentials, and --s3-endpoint)",
+                    self.url(rel)
+                )
+            }),
+        }
+    }
+
+    /// Stream `rel` into the local file `dest` (bounded memory: one response chunk at a
+    /// time); `false` when the object does not exist.
+    pub fn download_to(&self, rel: &str, dest: &Path) -> Result<bool> {
+        use futures_util::StreamExt;
+        use std::io::Write;
+        let key = self.key(rel);
+        bump(&self.counts.get);
+        let r: Result<bool> = self.rt.block_on(async {
+            let g = match self.store.get(&key).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(dest)
+                    .with_context(|| format!("cannot create {}", dest.display()))?,
+            );
+            let mut stream = g.into_stream();
+            while let Some(chunk) = stream.next().await {
+                f.write_all(&chunk?)
+                    .with_context(|| format!("cannot write {}", dest.display()))?;
+            }
+            f.flush()
+                .with_context(|| format!("cannot write {}", dest.display()))?;
+            Ok(true)
+        });
+        r.with_context(|| {
+            format!(
+                "cannot download {} (check the bucket exists, the credentials, and --s3-endpoint)",
+                self.url(rel)
+            )
+        })
+    }
+
+    /// Is there at least one object under `dir/` (one LIST request, first page only)?
+    pub fn any_under(&self, dir: &str) -> Result<bool> {
+        use futures_util::StreamExt;
+        let key = self.key(dir);
+        bump(&self.counts.list);
+        let first = self
+            .rt
+            .block_on(async { self.store.list(Some(&key)).next().await });
+        match first {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(e).with_context(|| {
+                format!(
+                    "cannot list {} (check the bucket exists, the credentials, and --s3-endpoint)",
+                    self.url(dir)
+                )
+            }),
         }
     }
 

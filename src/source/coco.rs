@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -20,6 +19,7 @@ use serde::Deserialize;
 use super::{RecordIter, Source, SourceInfo};
 use crate::condition::ConditionKind;
 use crate::config::{BuildConfig, KeyposeFrom};
+use crate::input_store::Input;
 use crate::record::{Annotations, ImageRef, MetaType, MetaValue, Person, Record};
 
 #[derive(Deserialize)]
@@ -77,70 +77,68 @@ struct Entry {
 
 pub struct CocoSource {
     info: SourceInfo,
-    root: PathBuf,
+    input: Input,
     split: String,
-    seg_dir: Option<PathBuf>,
+    /// Relative to the input root.
+    seg_dir: Option<String>,
     entries: Vec<Entry>,
     /// No local image folder: images come from each entry's `coco_url`.
     remote: bool,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<T> {
-    let file =
-        File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+/// Parse `rel` under the input (an object is streamed to a temporary file first).
+fn read_json<T: for<'de> Deserialize<'de>>(input: &Input, rel: &str, what: &str) -> Result<T> {
+    let name = input.display(rel);
+    let copy = input.local_copy(rel)?;
+    let file = File::open(copy.path()).with_context(|| format!("cannot open {what} {name}"))?;
     serde_json::from_reader(BufReader::with_capacity(1 << 20, file)).with_context(|| {
         format!(
-            "{} is not a valid COCO {what} file; check that the download is complete (re-download or re-extract it)",
-            path.display()
+            "{name} is not a valid COCO {what} file; check that the download is complete (re-download or re-extract it)",
         )
     })
 }
 
 impl CocoSource {
     /// `name` is the `source` column and key prefix (`coco`, or `demo` for the bundled data).
-    pub fn open(cfg: &BuildConfig, root: &Path, name: &'static str) -> Result<Self> {
-        if !root.is_dir() {
+    pub fn open(cfg: &BuildConfig, input: Input, name: &'static str) -> Result<Self> {
+        if !input.is_dir("")? {
             bail!(
                 "--input {}: not a directory; --source {name} expects the COCO root that holds annotations/ and {}/",
-                root.display(),
+                input.display(""),
                 cfg.split
             );
         }
         let split = cfg.split.clone();
-        let captions_path = root
-            .join("annotations")
-            .join(format!("captions_{split}.json"));
-        if !captions_path.is_file() {
+        let captions_rel = format!("annotations/captions_{split}.json");
+        let captions_path = input.display(&captions_rel);
+        if !input.is_file(&captions_rel)? {
             bail!(
-                "{} not found; --source {name} needs the COCO captions for split {split:?} (check --input and --split)",
-                captions_path.display()
+                "{captions_path} not found; --source {name} needs the COCO captions for split {split:?} (check --input and --split)",
             );
         }
-        let captions: CaptionsFile = read_json(&captions_path, "captions")?;
+        let captions: CaptionsFile = read_json(&input, &captions_rel, "captions")?;
 
         let wants_keypose =
             cfg.conditions.contains(&ConditionKind::Keypose) && cfg.keypose_from == KeyposeFrom::Gt;
-        let kp_path = root
-            .join("annotations")
-            .join(format!("person_keypoints_{split}.json"));
-        let keypoints: Option<KeypointsFile> = if kp_path.is_file() {
-            Some(read_json(&kp_path, "person_keypoints")?)
+        let kp_rel = format!("annotations/person_keypoints_{split}.json");
+        let kp_path = input.display(&kp_rel);
+        let keypoints: Option<KeypointsFile> = if input.is_file(&kp_rel)? {
+            Some(read_json(&input, &kp_rel, "person_keypoints")?)
         } else if wants_keypose {
             bail!(
-                "{} not found; keypose from ground truth needs COCO's person_keypoints annotations for split {split:?}",
-                kp_path.display()
+                "{kp_path} not found; keypose from ground truth needs COCO's person_keypoints annotations for split {split:?}",
             );
         } else {
             None
         };
 
-        let seg_dir = root.join("stuffthingmaps_trainval2017").join(&split);
-        let seg_dir = if seg_dir.is_dir() {
-            Some(seg_dir)
+        let seg_rel = format!("stuffthingmaps_trainval2017/{split}");
+        let seg_dir = if input.is_dir(&seg_rel)? {
+            Some(seg_rel)
         } else if cfg.conditions.contains(&ConditionKind::Seg) {
             bail!(
                 "{} not found; the seg condition needs the COCO-Stuff label maps (stuffthingmaps_trainval2017.zip extracted under --input)",
-                seg_dir.display()
+                input.display(&seg_rel)
             );
         } else {
             None
@@ -164,19 +162,14 @@ impl CocoSource {
                 },
             );
             if prev.is_some() {
-                bail!(
-                    "{}: image id {} is listed twice",
-                    captions_path.display(),
-                    img.id
-                );
+                bail!("{captions_path}: image id {} is listed twice", img.id);
             }
         }
         for ann in captions.annotations {
             match by_id.get_mut(&ann.image_id) {
                 Some(e) => e.captions.push(ann.caption.trim().to_string()),
                 None => bail!(
-                    "{}: a caption refers to image id {}, which is not in its images list",
-                    captions_path.display(),
+                    "{captions_path}: a caption refers to image id {}, which is not in its images list",
                     ann.image_id
                 ),
             }
@@ -188,8 +181,7 @@ impl CocoSource {
                 }
                 if ann.keypoints.len() != 51 {
                     bail!(
-                        "{}: an annotation of image {} has {} keypoint values; COCO persons have 17 × 3 = 51",
-                        kp_path.display(),
+                        "{kp_path}: an annotation of image {} has {} keypoint values; COCO persons have 17 × 3 = 51",
                         ann.image_id,
                         ann.keypoints.len()
                     );
@@ -208,14 +200,13 @@ impl CocoSource {
         }
         let entries: Vec<Entry> = by_id.into_values().collect();
         // Without ROOT/{split}/ the images are downloaded from their coco_url.
-        let remote = !root.join(&split).is_dir();
+        let remote = !input.is_dir(&split)?;
         if remote {
             if let Some(e) = entries.iter().find(|e| e.coco_url.is_none()) {
                 bail!(
-                    "{} not found, and image {} in {} has no coco_url to download it from; extract {split}.zip under --input",
-                    root.join(&split).display(),
+                    "{} not found, and image {} in {captions_path} has no coco_url to download it from; extract {split}.zip under --input",
+                    input.display(&split),
                     e.id,
-                    captions_path.display()
                 );
             }
         }
@@ -232,13 +223,14 @@ impl CocoSource {
             size_hint: Some(entries.len() as u64),
             description: format!(
                 "COCO {split} at {} ({} images)",
-                root.display(),
+                input.display(""),
                 entries.len()
             ),
+            input_store: input.remote().cloned(),
         };
         Ok(CocoSource {
             info,
-            root: root.to_path_buf(),
+            input,
             split,
             seg_dir,
             entries,
@@ -255,13 +247,12 @@ impl Source for CocoSource {
     fn records(self: Box<Self>) -> Result<RecordIter> {
         let CocoSource {
             info,
-            root,
+            input,
             split,
             seg_dir,
             entries,
             remote,
         } = *self;
-        let image_dir = root.join(&split);
         let name = info.name;
         Ok(Box::new(entries.into_iter().map(move |e| {
             Ok(Record {
@@ -269,13 +260,13 @@ impl Source for CocoSource {
                 captions: e.captions,
                 image: match (&e.coco_url, remote) {
                     (Some(url), true) => ImageRef::Url(url.clone()),
-                    _ => ImageRef::Path(image_dir.join(&e.file_name)),
+                    _ => input.image(&format!("{split}/{}", e.file_name)),
                 },
                 annotations: Annotations {
                     persons: e.persons,
                     seg_map: seg_dir
                         .as_ref()
-                        .map(|d| d.join(format!("{:012}.png", e.id))),
+                        .map(|d| input.image(&format!("{d}/{:012}.png", e.id))),
                 },
                 meta: vec![
                     MetaValue::Int(Some(e.id)),

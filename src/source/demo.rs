@@ -77,5 +77,5 @@ pub fn extract() -> Result<PathBuf> {
 
 pub fn open(cfg: &BuildConfig) -> Result<CocoSource> {
     let root = extract()?;
-    CocoSource::open(cfg, &root, "demo")
+    CocoSource::open(cfg, crate::input_store::Input::Local(root), "demo")
 }

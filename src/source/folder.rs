@@ -3,74 +3,80 @@
 //! a same-stem `.txt` next to each image (an image without one gets an empty caption).
 //! Without metadata.jsonl the folder is walked recursively in sorted path order.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
 
 use anyhow::{bail, Context, Result};
 
 use super::{RecordIter, Source, SourceInfo};
-use crate::record::{Annotations, ImageRef, MetaType, MetaValue, Record};
+use crate::input_store::Input;
+use crate::record::{Annotations, MetaType, MetaValue, Record};
 
 const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif"];
 
+/// Captions read ahead per request batch from an object store (small objects, fetched
+/// concurrently so per-request latency is not paid once per record).
+const CAPTION_BATCH: usize = 64;
+
 pub struct FolderSource {
     info: SourceInfo,
-    root: PathBuf,
-    /// (relative path, caption) in order.
-    items: Vec<(String, Option<String>)>,
+    input: Input,
+    /// (relative path, caption from metadata.jsonl, has a same-stem .txt) in order.
+    items: Vec<(String, Option<String>, bool)>,
+    from_metadata: bool,
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+fn is_image(rel: &str) -> bool {
+    rel.rsplit_once('.').is_some_and(|(stem, e)| {
+        !stem.ends_with('/') && IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+    })
 }
 
-fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, root, out)?;
-        } else if is_image(&p) {
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
+fn txt_of(rel: &str) -> String {
+    let stem = match rel.rfind('.') {
+        Some(i) if !rel[i..].contains('/') => &rel[..i],
+        _ => rel,
+    };
+    format!("{stem}.txt")
 }
 
 impl FolderSource {
-    pub fn open(root: &Path) -> Result<Self> {
-        if !root.is_dir() {
-            bail!(
-                "--input {}: not a directory; --source folder expects a folder of images",
-                root.display()
-            );
+    pub fn open(input: Input) -> Result<Self> {
+        let root = input.display("");
+        if !input.is_dir("")? {
+            bail!("--input {root}: not a directory; --source folder expects a folder of images",);
         }
-        let meta = root.join("metadata.jsonl");
-        let items = if meta.is_file() {
-            read_metadata(&meta)?
-        } else {
-            let mut files = Vec::new();
-            walk(root, root, &mut files)?;
-            files.into_iter().map(|f| (f, None)).collect()
+        let (items, from_metadata) = match input.read_opt("metadata.jsonl")? {
+            Some(bytes) => (
+                read_metadata(&input.display("metadata.jsonl"), &bytes[..])?
+                    .into_iter()
+                    .map(|(f, t)| {
+                        let fallback = t.is_none();
+                        (f, t, fallback)
+                    })
+                    .collect::<Vec<_>>(),
+                true,
+            ),
+            None => {
+                let files = input.files("")?;
+                let txts: std::collections::HashSet<&str> = files
+                    .iter()
+                    .filter(|f| f.ends_with(".txt"))
+                    .map(String::as_str)
+                    .collect();
+                let items = files
+                    .iter()
+                    .filter(|f| is_image(f))
+                    .map(|f| {
+                        let has_txt = txts.contains(txt_of(f).as_str());
+                        (f.clone(), None, has_txt)
+                    })
+                    .collect();
+                (items, false)
+            }
         };
         if items.is_empty() {
             bail!(
-                "no images found under {} (looked for {}); point --input at the folder that holds them",
-                root.display(),
+                "no images found under {root} (looked for {}); point --input at the folder that holds them",
                 IMAGE_EXTENSIONS.join(", ")
             );
         }
@@ -81,36 +87,36 @@ impl FolderSource {
             has_seg: false,
             remote: false,
             size_hint: Some(items.len() as u64),
-            description: format!("folder {} ({} images)", root.display(), items.len()),
+            description: format!("folder {root} ({} images)", items.len()),
+            input_store: input.remote().cloned(),
         };
         Ok(FolderSource {
             info,
-            root: root.to_path_buf(),
+            input,
             items,
+            from_metadata,
         })
     }
 }
 
-fn read_metadata(path: &Path) -> Result<Vec<(String, Option<String>)>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+fn read_metadata(name: &str, reader: impl BufRead) -> Result<Vec<(String, Option<String>)>> {
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {name}"))?;
         if line.trim().is_empty() {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line).with_context(|| {
-            format!("{} line {}: not valid JSON; each line must be an object like {{\"file_name\": \"a.jpg\", \"text\": \"...\"}}", path.display(), i + 1)
+            format!("{name} line {}: not valid JSON; each line must be an object like {{\"file_name\": \"a.jpg\", \"text\": \"...\"}}", i + 1)
         })?;
         let Some(file_name) = v.get("file_name").and_then(|f| f.as_str()) else {
-            bail!("{} line {}: no \"file_name\" string", path.display(), i + 1);
+            bail!("{name} line {}: no \"file_name\" string", i + 1);
         };
         let text = match v.get("text") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             Some(other) => bail!(
-                "{} line {}: \"text\" must be a string, got {other}",
-                path.display(),
+                "{name} line {}: \"text\" must be a string, got {other}",
                 i + 1
             ),
         };
@@ -125,36 +131,74 @@ impl Source for FolderSource {
     }
 
     fn records(self: Box<Self>) -> Result<RecordIter> {
-        let root = self.root;
-        Ok(Box::new(self.items.into_iter().map(move |(rel, text)| {
-            let path = root.join(&rel);
-            let caption = match text {
-                Some(t) => Some(t),
-                None => {
-                    let txt = path.with_extension("txt");
-                    match std::fs::read_to_string(&txt) {
-                        Ok(t) => Some(t.trim().to_string()),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                        Err(e) => {
-                            return Err(e)
-                                .with_context(|| format!("cannot read caption {}", txt.display()))
+        let FolderSource {
+            input,
+            items,
+            from_metadata,
+            ..
+        } = *self;
+        // Captions are read in batches just ahead of the records that use them: locally
+        // one file at a time, remotely CAPTION_BATCH objects with requests in flight.
+        let mut items = items.into_iter().peekable();
+        let batches = std::iter::from_fn(move || {
+            items.peek()?;
+            let batch: Vec<_> = items.by_ref().take(CAPTION_BATCH).collect();
+            Some(batch)
+        });
+        let make = move |batch: Vec<(String, Option<String>, bool)>| -> Vec<Result<Record>> {
+            // Without a caption from metadata.jsonl: the same-stem .txt (remotely one the
+            // listing showed; locally whatever is on disk when the record is read).
+            let try_txt = |text: &Option<String>, has: bool| {
+                text.is_none() && (has || (!from_metadata && !input.is_remote()))
+            };
+            let want: Vec<String> = batch
+                .iter()
+                .filter(|(_, text, has)| try_txt(text, *has))
+                .map(|(rel, _, _)| txt_of(rel))
+                .collect();
+            let mut read = input.read_many_opt(&want).into_iter();
+            batch
+                .into_iter()
+                .map(|(rel, text, has)| {
+                    let caption = if try_txt(&text, has) {
+                        let txt = txt_of(&rel);
+                        match read.next().expect("one read per wanted caption") {
+                            Ok(Some(b)) => match String::from_utf8(b) {
+                                Ok(t) => Some(t.trim().to_string()),
+                                Err(_) => {
+                                    return Err(anyhow::anyhow!(
+                                        "cannot read caption {}: not UTF-8 text",
+                                        input.display(&txt)
+                                    ))
+                                }
+                            },
+                            Ok(None) => None,
+                            Err(e) => {
+                                return Err(e.context(format!(
+                                    "cannot read caption {}",
+                                    input.display(&txt)
+                                )))
+                            }
                         }
-                    }
-                }
-            };
-            let stem = match rel.rfind('.') {
-                Some(i) => &rel[..i],
-                None => rel.as_str(),
-            };
-            Ok(Record {
-                key: format!("folder/{stem}"),
-                captions: caption.into_iter().collect(),
-                image: ImageRef::Path(path),
-                annotations: Annotations::default(),
-                meta: vec![MetaValue::Str(Some(rel))],
-                filtered: None,
-                expected_sha256: None,
-            })
-        })))
+                    } else {
+                        text
+                    };
+                    let stem = match rel.rfind('.') {
+                        Some(i) => &rel[..i],
+                        None => rel.as_str(),
+                    };
+                    Ok(Record {
+                        key: format!("folder/{stem}"),
+                        captions: caption.into_iter().collect(),
+                        image: input.image(&rel),
+                        annotations: Annotations::default(),
+                        meta: vec![MetaValue::Str(Some(rel))],
+                        filtered: None,
+                        expected_sha256: None,
+                    })
+                })
+                .collect()
+        };
+        Ok(Box::new(batches.flat_map(make)))
     }
 }

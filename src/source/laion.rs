@@ -1,5 +1,8 @@
 //! LAION-style metadata: one row per image URL, in Parquet (read one row group at a time),
 //! CSV, TSV or JSON Lines (read line by line): a 100M-row file is never loaded whole.
+//! `--input` is one metadata file, or a directory / object-store prefix of `*.parquet`
+//! shards read in sorted path order as one table. Remote metadata files are streamed to
+//! a temporary file one at a time, when the iteration reaches them.
 //!
 //! Kept as columns when present: WIDTH, HEIGHT, similarity, punsafe, pwatermark,
 //! AESTHETIC_SCORE or aesthetic, hash (plus `url`). Rows failing `--min-aesthetic`,
@@ -9,6 +12,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arrow_array::{cast::AsArray, types, Array, ArrayRef, RecordBatch};
@@ -17,6 +21,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{RecordIter, Source, SourceInfo};
 use crate::config::{BuildConfig, Filters};
+use crate::input_store::{Input, LocalCopy, ParquetInput};
 use crate::record::{Annotations, ImageRef, MetaType, MetaValue, Record};
 
 /// Optional LAION columns kept verbatim, with their type.
@@ -50,7 +55,11 @@ enum Cell {
 
 pub struct LaionSource {
     info: SourceInfo,
-    path: PathBuf,
+    input: Input,
+    /// Metadata files relative to the input (`""`: the input is the file itself).
+    files: Vec<String>,
+    /// The first file, opened (remotely: downloaded) at open to read its columns.
+    first: LocalCopy,
     format: Format,
     url_col: String,
     caption_col: String,
@@ -60,16 +69,15 @@ pub struct LaionSource {
     verify_col: Option<String>,
 }
 
-fn detect_format(path: &Path) -> Result<Format> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
+fn detect_format(display: &str) -> Result<Format> {
+    let name = display
+        .rsplit('/')
+        .next()
         .unwrap_or("")
         .to_ascii_lowercase();
     if name.ends_with(".gz") || name.ends_with(".zst") {
         bail!(
-            "{}: compressed metadata is not read directly; decompress it first (e.g. gunzip)",
-            path.display()
+            "{display}: compressed metadata is not read directly; decompress it first (e.g. gunzip)",
         );
     }
     Ok(if name.ends_with(".parquet") {
@@ -81,21 +89,18 @@ fn detect_format(path: &Path) -> Result<Format> {
     } else if name.ends_with(".jsonl") || name.ends_with(".json") {
         Format::Jsonl
     } else {
-        bail!(
-            "{}: unknown metadata format; use a .parquet, .csv, .tsv or .jsonl file",
-            path.display()
-        )
+        bail!("{display}: unknown metadata format; use a .parquet, .csv, .tsv or .jsonl file")
     })
 }
 
-/// The column names of the file (first line / schema / first JSON object).
-fn header(path: &Path, format: Format) -> Result<Vec<String>> {
+/// The column names of the file (first line / schema / first JSON object); `name` is
+/// the file as the user knows it (path or URL), for messages.
+fn header(path: &Path, name: &str, format: Format) -> Result<Vec<String>> {
     Ok(match format {
         Format::Parquet => {
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
             let b = ParquetRecordBatchReaderBuilder::try_new(file)
-                .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+                .with_context(|| format!("{name} is not a readable Parquet file"))?;
             b.schema()
                 .fields()
                 .iter()
@@ -103,24 +108,23 @@ fn header(path: &Path, format: Format) -> Result<Vec<String>> {
                 .collect()
         }
         Format::Csv | Format::Tsv => {
-            let mut r = csv_reader(path, format)?;
+            let mut r = csv_reader(path, name, format)?;
             r.headers()
-                .with_context(|| format!("cannot read the header line of {}", path.display()))?
+                .with_context(|| format!("cannot read the header line of {name}"))?
                 .iter()
                 .map(str::to_string)
                 .collect()
         }
         Format::Jsonl => {
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
             let mut keys = Vec::new();
             for line in BufReader::new(file).lines() {
-                let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+                let line = line.with_context(|| format!("cannot read {name}"))?;
                 if line.trim().is_empty() {
                     continue;
                 }
                 let v: serde_json::Value = serde_json::from_str(&line)
-                    .with_context(|| format!("{} line 1: not valid JSON", path.display()))?;
+                    .with_context(|| format!("{name} line 1: not valid JSON"))?;
                 if let Some(o) = v.as_object() {
                     keys = o.keys().cloned().collect();
                 }
@@ -131,8 +135,8 @@ fn header(path: &Path, format: Format) -> Result<Vec<String>> {
     })
 }
 
-fn csv_reader(path: &Path, format: Format) -> Result<csv::Reader<File>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+fn csv_reader(path: &Path, name: &str, format: Format) -> Result<csv::Reader<File>> {
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     Ok(csv::ReaderBuilder::new()
         .delimiter(if format == Format::Tsv { b'\t' } else { b',' })
         .flexible(false)
@@ -140,20 +144,37 @@ fn csv_reader(path: &Path, format: Format) -> Result<csv::Reader<File>> {
 }
 
 impl LaionSource {
-    pub fn open(cfg: &BuildConfig, path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            bail!("--input {}: no such file; --source laion expects a metadata file (.parquet, .csv, .tsv, .jsonl)", path.display());
-        }
-        let format = detect_format(path)?;
-        let columns = header(path, format)?;
+    pub fn open(cfg: &BuildConfig, input: Input) -> Result<Self> {
+        let files: Vec<String> = if input.is_file("")? {
+            vec![String::new()]
+        } else if input.is_dir("")? {
+            let shards: Vec<String> = input
+                .files("")?
+                .into_iter()
+                .filter(|f| f.to_ascii_lowercase().ends_with(".parquet"))
+                .collect();
+            if shards.is_empty() {
+                bail!(
+                    "--input {}: no *.parquet metadata shards in this directory; --source laion expects a metadata file (.parquet, .csv, .tsv, .jsonl) or a directory/prefix of .parquet shards",
+                    input.display("")
+                );
+            }
+            shards
+        } else {
+            bail!("--input {}: no such file; --source laion expects a metadata file (.parquet, .csv, .tsv, .jsonl) or a directory/prefix of .parquet shards", input.display(""));
+        };
+        let display = input.display(&files[0]);
+        let format = detect_format(&display)?;
+        let first = input.local_copy(&files[0])?;
+        let columns = header(first.path(), &display, format)?;
+        let path = display.as_str();
         for (flag, col) in [
             ("--url-col", &cfg.url_col),
             ("--caption-col", &cfg.caption_col),
         ] {
             if !columns.iter().any(|c| c == col) {
                 bail!(
-                    "{}: no column {col:?} (set {flag}); the file has columns: {}",
-                    path.display(),
+                    "{path}: no column {col:?} (set {flag}); the file has columns: {}",
                     columns.join(", ")
                 );
             }
@@ -167,8 +188,7 @@ impl LaionSource {
         if let Some(col) = &cfg.verify_hash {
             if !columns.iter().any(|c| c == col) {
                 bail!(
-                    "--verify-hash {col}: {} has no such column (columns: {})",
-                    path.display(),
+                    "--verify-hash {col}: {path} has no such column (columns: {})",
                     columns.join(", ")
                 );
             }
@@ -176,30 +196,45 @@ impl LaionSource {
         let f = &cfg.filters;
         if f.min_aesthetic.is_some() && !has("AESTHETIC_SCORE") && !has("aesthetic") {
             bail!(
-                "--min-aesthetic: {} has no AESTHETIC_SCORE or aesthetic column (columns: {})",
-                path.display(),
+                "--min-aesthetic: {path} has no AESTHETIC_SCORE or aesthetic column (columns: {})",
                 columns.join(", ")
             );
         }
         if f.max_punsafe.is_some() && !has("punsafe") {
             bail!(
-                "--max-punsafe: {} has no punsafe column (columns: {})",
-                path.display(),
+                "--max-punsafe: {path} has no punsafe column (columns: {})",
                 columns.join(", ")
             );
         }
         if f.max_pwatermark.is_some() && !has("pwatermark") {
             bail!(
-                "--max-pwatermark: {} has no pwatermark column (columns: {})",
-                path.display(),
+                "--max-pwatermark: {path} has no pwatermark column (columns: {})",
                 columns.join(", ")
             );
         }
+        // Parquet footers give the row count: local files opened, remote ones read by
+        // ranged GETs (the footer only; HEAD + 2 GETs per shard).
         let size_hint = if format == Format::Parquet {
-            File::open(path)
-                .ok()
-                .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
-                .map(|b| b.metadata().file_metadata().num_rows() as u64)
+            let rows =
+                |b: parquet::errors::Result<ParquetRecordBatchReaderBuilder<ParquetInput>>| {
+                    b.ok()
+                        .map(|b| b.metadata().file_metadata().num_rows() as u64)
+                };
+            let mut total = Some(0u64);
+            for (i, f) in files.iter().enumerate() {
+                let n = if i == 0 {
+                    File::open(first.path())
+                        .ok()
+                        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+                        .map(|b| b.metadata().file_metadata().num_rows() as u64)
+                } else {
+                    ParquetInput::open(&input, f)
+                        .ok()
+                        .and_then(|p| rows(ParquetRecordBatchReaderBuilder::try_new(p)))
+                };
+                total = total.zip(n).map(|(a, b)| a + b);
+            }
+            total
         } else {
             None
         };
@@ -212,11 +247,22 @@ impl LaionSource {
             has_seg: false,
             remote: true,
             size_hint,
-            description: format!("LAION metadata {}", path.display()),
+            description: if files.len() == 1 {
+                format!("LAION metadata {path}")
+            } else {
+                format!(
+                    "LAION metadata {} ({} parquet files)",
+                    input.display(""),
+                    files.len()
+                )
+            },
+            input_store: input.remote().cloned(),
         };
         Ok(LaionSource {
             info,
-            path: path.to_path_buf(),
+            input,
+            files,
+            first,
             format,
             url_col: cfg.url_col.clone(),
             caption_col: cfg.caption_col.clone(),
@@ -229,24 +275,21 @@ impl LaionSource {
 
 /// Rows as (1-based line/row number for messages, cells in `wanted` order).
 type RowIter = Box<dyn Iterator<Item = Result<(u64, Vec<Cell>)>> + Send>;
+/// Rows of several files, each with its file's name (path or URL) for messages.
+type NamedRows = Box<dyn Iterator<Item = Result<(Arc<str>, u64, Vec<Cell>)>> + Send>;
 
-fn parquet_rows(path: PathBuf, wanted: Vec<String>) -> Result<RowIter> {
-    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+fn parquet_rows(path: &Path, name: Arc<str>, wanted: Vec<String>) -> Result<RowIter> {
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+        .with_context(|| format!("{name} is not a readable Parquet file"))?
         .with_batch_size(4096)
         .build()
-        .with_context(|| format!("cannot read {}", path.display()))?;
+        .with_context(|| format!("cannot read {name}"))?;
     let mut row_no = 0u64;
     let it = reader.flat_map(move |batch| -> Vec<Result<(u64, Vec<Cell>)>> {
         let batch: RecordBatch = match batch {
             Ok(b) => b,
-            Err(e) => {
-                return vec![Err(anyhow!(
-                    "{}: corrupt Parquet data: {e}",
-                    path.display()
-                ))]
-            }
+            Err(e) => return vec![Err(anyhow!("{name}: corrupt Parquet data: {e}"))],
         };
         let cols: Vec<ArrayRef> = wanted
             .iter()
@@ -263,10 +306,9 @@ fn parquet_rows(path: PathBuf, wanted: Vec<String>) -> Result<RowIter> {
                 let cells = cols
                     .iter()
                     .zip(&wanted)
-                    .map(|(c, name)| {
-                        arrow_cell(c, i).with_context(|| {
-                            format!("{} row {row_no}: column {name:?}", path.display())
-                        })
+                    .map(|(c, col)| {
+                        arrow_cell(c, i)
+                            .with_context(|| format!("{} row {row_no}: column {col:?}", name))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok((row_no, cells))
@@ -298,8 +340,8 @@ fn arrow_cell(col: &ArrayRef, i: usize) -> Result<Cell> {
     })
 }
 
-fn csv_rows(path: PathBuf, format: Format, wanted: Vec<String>) -> Result<RowIter> {
-    let mut reader = csv_reader(&path, format)?;
+fn csv_rows(path: &Path, name: Arc<str>, format: Format, wanted: Vec<String>) -> Result<RowIter> {
+    let mut reader = csv_reader(path, &name, format)?;
     let headers = reader.headers()?.clone();
     let idx: Vec<usize> = wanted
         .iter()
@@ -314,8 +356,7 @@ fn csv_rows(path: PathBuf, format: Format, wanted: Vec<String>) -> Result<RowIte
         let rec = rec.map_err(|e| {
             let line = e.position().map(|p| p.line()).unwrap_or(0);
             anyhow!(
-                "{} line {line}: malformed {} row: {e}",
-                path.display(),
+                "{name} line {line}: malformed {} row: {e}",
                 if format == Format::Tsv { "TSV" } else { "CSV" }
             )
         })?;
@@ -332,17 +373,17 @@ fn csv_rows(path: PathBuf, format: Format, wanted: Vec<String>) -> Result<RowIte
     Ok(Box::new(it))
 }
 
-fn jsonl_rows(path: PathBuf, wanted: Vec<String>) -> Result<RowIter> {
-    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+fn jsonl_rows(path: &Path, name: Arc<str>, wanted: Vec<String>) -> Result<RowIter> {
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let it = BufReader::new(file)
         .lines()
         .enumerate()
         .filter(|(_, l)| l.as_ref().map(|l| !l.trim().is_empty()).unwrap_or(true))
         .map(move |(i, line)| {
             let line_no = i as u64 + 1;
-            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            let line = line.with_context(|| format!("cannot read {name}"))?;
             let v: serde_json::Value = serde_json::from_str(&line)
-                .with_context(|| format!("{} line {line_no}: not valid JSON", path.display()))?;
+                .with_context(|| format!("{name} line {line_no}: not valid JSON"))?;
             let cells = wanted
                 .iter()
                 .map(|w| match v.get(w) {
@@ -450,26 +491,59 @@ impl Source for LaionSource {
         if let Some(c) = &s.verify_col {
             wanted.push(c.clone());
         }
-        let rows = match s.format {
-            Format::Parquet => parquet_rows(s.path.clone(), wanted)?,
-            Format::Csv | Format::Tsv => csv_rows(s.path.clone(), s.format, wanted)?,
-            Format::Jsonl => jsonl_rows(s.path.clone(), wanted)?,
-        };
-        let path = s.path;
-        let kept = s.kept;
-        let filters = s.filters;
+        // One file after the other; a remote file is downloaded when the iteration
+        // reaches it and its temporary copy removed when its rows are done.
+        let LaionSource {
+            input,
+            files,
+            first,
+            format,
+            kept,
+            filters,
+            ..
+        } = s;
+        let required = wanted.clone();
+        let mut first = Some(first);
+        let rows = files.into_iter().flat_map(move |rel| -> NamedRows {
+            let name: Arc<str> = input.display(&rel).into();
+            let opened = (|| -> Result<RowIter> {
+                let copy = match first.take() {
+                    Some(c) => c,
+                    None => input.local_copy(&rel)?,
+                };
+                let columns = header(copy.path(), &name, format)?;
+                if let Some(missing) = required.iter().find(|c| !columns.contains(c)) {
+                    bail!(
+                        "{name}: no column {missing:?}, which the first metadata file has; every shard under --input needs the same columns (this one has: {})",
+                        columns.join(", ")
+                    );
+                }
+                let it = match format {
+                    Format::Parquet => parquet_rows(copy.path(), name.clone(), required.clone())?,
+                    Format::Csv | Format::Tsv => {
+                        csv_rows(copy.path(), name.clone(), format, required.clone())?
+                    }
+                    Format::Jsonl => jsonl_rows(copy.path(), name.clone(), required.clone())?,
+                };
+                // The (temporary) copy lives as long as its rows are read.
+                Ok(Box::new(it.inspect(move |_| {
+                    let _ = &copy;
+                })))
+            })();
+            match opened {
+                Ok(it) => Box::new(it.map(move |r| r.map(|(line, cells)| (name.clone(), line, cells)))),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        });
         let mut index = 0u64;
         Ok(Box::new(rows.map(move |row| {
-            let (line, cells) = row?;
+            let (path, line, cells) = row?;
             let key = format!("laion/{index:09}");
             index += 1;
             let url = match &cells[0] {
                 Cell::Str(u) => u.trim().to_string(),
                 Cell::Null => String::new(),
-                other => bail!(
-                    "{} row {line}: the URL column holds {other:?}, not text",
-                    path.display()
-                ),
+                other => bail!("{path} row {line}: the URL column holds {other:?}, not text"),
             };
             let caption = match &cells[1] {
                 Cell::Str(c) => Some(c.clone()),
@@ -488,7 +562,7 @@ impl Source for LaionSource {
             };
             for ((name, ty), cell) in kept.iter().zip(&cells[2..]) {
                 let v = to_meta(cell, *ty)
-                    .map_err(|e| anyhow!("{} row {line}: column {name:?}: {e}", path.display()))?;
+                    .map_err(|e| anyhow!("{path} row {line}: column {name:?}: {e}"))?;
                 meta.push(v);
             }
             let mut filtered = filter_reason(&filters, &kept, &meta[1..]);

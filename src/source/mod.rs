@@ -14,7 +14,9 @@ mod laion;
 use anyhow::Result;
 
 use crate::config::{BuildConfig, SourceKind};
+use crate::input_store::Input;
 use crate::record::{MetaType, Record};
+use crate::sink::remote::RemoteOptions;
 
 pub use coco::CocoSource;
 pub use folder::FolderSource;
@@ -37,6 +39,8 @@ pub struct SourceInfo {
     pub size_hint: Option<u64>,
     /// A one-line description for the plan and dataset.json.
     pub description: String,
+    /// The object store `--input` is read from, if any (its request counts are reported).
+    pub input_store: Option<std::sync::Arc<crate::sink::remote::Remote>>,
 }
 
 pub type RecordIter = Box<dyn Iterator<Item = Result<Record>> + Send>;
@@ -50,18 +54,21 @@ pub trait Source: Send {
 
 /// Open the source a config names. Fails fast, before any output is written, when the
 /// input is missing or malformed or cannot serve the requested conditions.
-pub fn open(cfg: &BuildConfig) -> Result<Box<dyn Source>> {
+/// `--input` may be a local path or an object-store URL (`remote`: how URLs are opened).
+pub fn open(cfg: &BuildConfig, remote: &RemoteOptions) -> Result<Box<dyn Source>> {
     let src: Box<dyn Source> = match cfg.source {
-        SourceKind::Coco => Box::new(CocoSource::open(cfg, required_input(cfg)?, "coco")?),
+        SourceKind::Coco => Box::new(CocoSource::open(cfg, required_input(cfg, remote)?, "coco")?),
         SourceKind::Demo => Box::new(demo::open(cfg)?),
-        SourceKind::Folder => Box::new(FolderSource::open(required_input(cfg)?)?),
-        SourceKind::Laion => Box::new(LaionSource::open(cfg, required_input(cfg)?)?),
+        SourceKind::Folder => Box::new(FolderSource::open(required_input(cfg, remote)?)?),
+        SourceKind::Laion => Box::new(LaionSource::open(cfg, required_input(cfg, remote)?)?),
     };
     Ok(src)
 }
 
-fn required_input(cfg: &BuildConfig) -> Result<&std::path::Path> {
-    cfg.input
+fn required_input(cfg: &BuildConfig, remote: &RemoteOptions) -> Result<Input> {
+    let p = cfg
+        .input
         .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("--source {} needs --input", cfg.source.name()))
+        .ok_or_else(|| anyhow::anyhow!("--source {} needs --input", cfg.source.name()))?;
+    Input::open(p, remote)
 }
