@@ -350,9 +350,10 @@ fn fid(a: &EvalFidArgs) -> Result<()> {
     let files = !is_image_input(&a.real) && !is_image_input(&a.gen);
     let (real, gen, reference) = if files {
         // Two statistics/feature files: read the second while the first is factored.
+        let opts = a.fm.store.options();
         std::thread::scope(|scope| -> Result<_> {
-            let gen = scope.spawn(|| io::load_stats(&a.gen));
-            let real = io::load_stats(&a.real)?;
+            let gen = scope.spawn(|| objstore::load_stats(&a.gen, &opts));
+            let real = objstore::load_stats(&a.real, &opts)?;
             let reference = FidReference::new(&real);
             let gen = gen
                 .join()
