@@ -4,7 +4,7 @@
 1. FID from two 2048-d statistics files (.npz): `prep eval fid --real A.npz --gen B.npz`
    vs `calculate_frechet_distance` (scipy.linalg.sqrtm of Σ1·Σ2, as pytorch-fid).
 2. FID from two N × 2048 float32 feature files (covariance included):
-   `prep eval metrics --metrics fid` vs np.mean/np.cov + the same sqrtm route.
+   `prep eval fid --real a.npy --gen b.npy` vs np.mean/np.cov + the same sqrtm route.
 
 Times are wall clock; prep's include process start and file reading. Usage:
   cargo build --release && python3 benches/fid_bench.py [--n 50000] [--d 2048]
@@ -67,7 +67,8 @@ def main():
             return json.loads(out)["fid"]
 
         fid_stats, t_prep_stats = timed(lambda: prep("eval", "fid", "--real", sza, "--gen", szb))
-        fid_feat, t_prep_feat = timed(lambda: prep("eval", "metrics", "--real", fa, "--gen", fb, "--metrics", "fid"))
+        # FID from feature files: `eval fid` streams each .npy through its statistics.
+        fid_feat, t_prep_feat = timed(lambda: prep("eval", "fid", "--real", fa, "--gen", fb))
         t_scipy_feat = t_cov_a + t_cov_b + t_sqrtm
         rel_s = abs(fid_stats - fid_ref) / abs(fid_ref)
         rel_f = abs(fid_feat - fid_ref) / abs(fid_ref)

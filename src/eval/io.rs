@@ -182,6 +182,76 @@ fn read_npy_bulk(path: &Path) -> Result<Option<(Mat<f64>, Dtype)>> {
     Ok(Some((m, dtype)))
 }
 
+/// Statistics of an N × d feature `.npy` streamed from disk in row blocks (two passes,
+/// memory O(block × d) — a 50k × 2048 file is never held as a whole), for the common
+/// layout (little-endian `<f4`/`<f8`, C order). `None` for anything else; the caller then
+/// reads the file whole, whose reader reports the file's problems.
+pub fn stats_from_npy_streamed(path: &Path) -> Result<Option<Stats>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = vec![0u8; 12];
+    if f.read_exact(&mut head).is_err() {
+        return Ok(None);
+    }
+    let hlen = match head[6] {
+        1 => u16::from_le_bytes([head[8], head[9]]) as usize + 10,
+        2 | 3 => u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize + 12,
+        _ => return Ok(None),
+    };
+    if hlen > 1 << 20 || hlen as u64 > file_len {
+        return Ok(None);
+    }
+    head.resize(hlen, 0);
+    if f.read_exact(&mut head[12..]).is_err() {
+        return Ok(None);
+    }
+    let Some((dtype, n, d, off)) = parse_npy_header(&head) else {
+        return Ok(None);
+    };
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+    };
+    let row_bytes = d * width;
+    if n.checked_mul(row_bytes).map(|b| (off + b) as u64) != Some(file_len) {
+        return Ok(None);
+    }
+    let what = path.display().to_string();
+    let mut bytes = Vec::new();
+    let stats = Stats::from_row_blocks(n, d, &what, |start, mut block| {
+        let len = block.nrows();
+        bytes.resize(len * row_bytes, 0);
+        f.seek(SeekFrom::Start((off + start * row_bytes) as u64))
+            .and_then(|_| f.read_exact(&mut bytes))
+            .with_context(|| format!("cannot read {what}"))?;
+        const BLOCK: usize = 32;
+        use rayon::prelude::*;
+        let data = &bytes;
+        block
+            .as_mut()
+            .par_col_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(b, mut cols)| {
+                let j0 = b * BLOCK;
+                for i in 0..len {
+                    let row = i * row_bytes + j0 * width;
+                    for jj in 0..cols.ncols() {
+                        let at = row + jj * width;
+                        cols[(i, jj)] = match dtype {
+                            Dtype::F32 => {
+                                f32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as f64
+                            }
+                            Dtype::F64 => f64::from_le_bytes(data[at..at + 8].try_into().unwrap()),
+                        };
+                    }
+                }
+            });
+        Ok(())
+    })?;
+    Ok(Some(stats))
+}
+
 /// `(dtype, rows, cols, data offset)` of a little-endian float, C-order, 2-D `.npy` header.
 fn parse_npy_header(b: &[u8]) -> Option<(Dtype, usize, usize, usize)> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
@@ -344,6 +414,9 @@ pub fn load_stats(path: &Path) -> Result<Stats> {
     match sniff(path)? {
         FileKind::Npz => read_stats_npz(path),
         FileKind::Npy => {
+            if let Some(s) = stats_from_npy_streamed(path)? {
+                return Ok(s);
+            }
             let f = read_features(path)?;
             Stats::from_features(f.x.as_ref(), &f.what())
         }

@@ -308,6 +308,13 @@ fn stats(a: &EvalStatsArgs) -> Result<()> {
                     "--model computes features from --images; with --features F.npy leave it out"
                 );
             }
+            // A local .npy is streamed: never held whole for its statistics.
+            if !objstore::is_url_path(f) {
+                if let Some(s) = io::stats_from_npy_streamed(f)? {
+                    let (n, d) = (s.n.unwrap_or(0), s.dim());
+                    return write_stats(a, &s, n, d);
+                }
+            }
             objstore::read_features(f, &a.fm.store.options())?
         }
         (None, Some(images)) => {
@@ -325,22 +332,23 @@ fn stats(a: &EvalStatsArgs) -> Result<()> {
         }
     };
     let s = Stats::from_features(f.x.as_ref(), &f.what())?;
+    write_stats(a, &s, f.x.nrows(), f.x.ncols())
+}
+
+fn write_stats(a: &EvalStatsArgs, s: &Stats, n: usize, d: usize) -> Result<()> {
     objstore::write_out(
         &a.out,
-        &io::stats_npz_bytes(&a.out, &s, a.compressed)?,
+        &io::stats_npz_bytes(&a.out, s, a.compressed)?,
         &a.fm.store.options(),
     )?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"out": a.out, "n": f.x.nrows(), "d": f.x.ncols()})
-        );
+        println!("{}", serde_json::json!({"out": a.out, "n": n, "d": d}));
     } else {
         eprintln!(
             "wrote {} (mu, sigma of {} samples × {} dims)",
             a.out.display(),
-            f.x.nrows(),
-            f.x.ncols()
+            n,
+            d
         );
     }
     Ok(())
