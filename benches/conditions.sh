@@ -37,10 +37,12 @@ b=$(python3 -c "print($N / ($t1 - $t0))")
 c=$(python3 - "$tmp/photos" "$tmp/bench_depth.onnx" "$THREADS" "$BATCH" <<'PY'
 import glob, io, sys, time, cv2, numpy as np, onnxruntime as ort, pyarrow as pa, pyarrow.parquet as pq
 photos, model, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+# Timed from session creation on, as (b) includes prep's session creation (and more:
+# process start, the model file's sha256 check, the shard commit).
+t0 = time.perf_counter()
 so = ort.SessionOptions(); so.intra_op_num_threads = threads
 sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 files = sorted(glob.glob(photos + "/*.jpg"))
-t0 = time.perf_counter()
 rows = []
 for k in range(0, len(files), batch):
     imgs = []
