@@ -184,17 +184,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => prep::eval::run(cmd),
         Command::Generate(args) => prep::generate::cli::run(&args),
         Command::Report(args) => {
-            prep::eval::objstore::refuse_url("prep report", "--out", &args.out)?;
-            prep::eval::objstore::refuse_url("prep report", "--history", &args.history)?;
-            let d = prep::report::run(&args)?;
+            let d = prep::report::run_anywhere(&args)?;
             let regressions = d
                 .comparisons
                 .iter()
                 .filter(|c| c.verdict == "regression")
                 .count();
             eprintln!(
-                "wrote {} (study {}, night {}: {} rows, {} fits, {regressions} regression(s))",
-                args.out.join("index.html").display(),
+                "wrote {}/index.html (study {}, night {}: {} rows, {} fits, {regressions} regression(s))",
+                args.out.to_string_lossy().trim_end_matches('/'),
                 d.study,
                 d.night,
                 d.rows.len(),

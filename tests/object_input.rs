@@ -732,17 +732,21 @@ fn eval_reads_build_outputs_and_arrays_from_s3_and_writes_there() {
     let e = err(prep_in(
         &cache,
         &[
-            "report",
-            "--history",
-            "h.parquet",
+            "subset",
+            "d",
             "--out",
-            "s3://evals/rep",
+            "s3://evals/subsets",
+            "--sizes",
+            "1",
+            "--seed",
+            "0",
         ],
     ));
     assert!(
-        e.contains("prep report --out s3://evals/rep: this argument takes local paths only"),
+        e.contains("prep subset DATASET d") || e.contains("prep subset --out s3://evals/subsets"),
         "{e}"
     );
+    assert!(e.contains("this argument takes local paths only"), "{e}");
 }
 
 /// Azurite's blob service on loopback (npm `azurite`; `scripts/test` installs it), or

@@ -8,6 +8,7 @@
 //! (scripts/test → tests/reference/check_report.py).
 
 mod common;
+mod s3;
 
 use std::path::{Path, PathBuf};
 
@@ -205,6 +206,7 @@ fn two_nights_one_report() {
         "no network references"
     );
     assert!(!html.contains("<script"));
+    report_on_s3_equals_local(&h, &out, &night2);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     let regressed: Vec<(&str, &str)> = json["comparisons"]
@@ -381,4 +383,62 @@ path = "ckpt/color/n5000"
         "2026-13-01",
     ]);
     assert!(common::stderr(&o).contains("expected a date YYYY-MM-DD"));
+}
+
+/// `prep report --history s3://… --out s3://…` (moto on loopback) writes the bytes of the
+/// local report; skipped without moto unless `PREP_REQUIRE_MOTO` is set.
+fn report_on_s3_equals_local(history: &Path, local: &Path, config: &Path) {
+    use prep::sink::remote::{Remote, RemoteOptions};
+    let Some(moto) = s3::Moto::start() else {
+        return;
+    };
+    moto.bucket("evals");
+    let opts = RemoteOptions {
+        s3_endpoint: Some(moto.endpoint.clone()),
+        unsafe_no_conditional_put: false,
+    };
+    let r = Remote::open("s3://evals/study", &opts).unwrap();
+    r.put_mode(
+        "history.parquet",
+        std::fs::read(history).unwrap(),
+        object_store::PutMode::Overwrite,
+    )
+    .unwrap();
+    let o = common::run_ok(&[
+        "report",
+        "--history",
+        "s3://evals/study/history.parquet",
+        "--out",
+        "s3://evals/reports/latest/",
+        "--target",
+        "fid=0.5",
+        "--config",
+        config.to_str().unwrap(),
+        "--s3-endpoint",
+        &moto.endpoint,
+    ]);
+    assert!(
+        common::stderr(&o).contains("wrote s3://evals/reports/latest/index.html"),
+        "{}",
+        common::stderr(&o)
+    );
+    let rep = Remote::open("s3://evals/reports/latest", &opts).unwrap();
+    for name in ["index.html", "metrics.csv", "metrics.json"] {
+        let (got, _) = rep
+            .get(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(got, std::fs::read(local.join(name)).unwrap(), "{name}");
+    }
+    // A history that is not there names its URL.
+    let e = common::stderr(&common::run(&[
+        "report",
+        "--history",
+        "s3://evals/study/nope.parquet",
+        "--out",
+        "s3://evals/reports/x",
+        "--s3-endpoint",
+        &moto.endpoint,
+    ]));
+    assert!(e.contains("s3://evals/study/nope.parquet"), "{e}");
 }

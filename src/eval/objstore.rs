@@ -74,7 +74,7 @@ pub fn load_stats(path: &Path, opts: &RemoteOptions) -> Result<crate::metrics::S
 pub fn refuse_url(cmd: &str, flag: &str, path: &Path) -> Result<()> {
     if is_url_path(path) {
         anyhow::bail!(
-            "{cmd} {flag} {}: this argument takes local paths only (object-store URLs are taken by build/fetch --input/--out, inspect, eval features/stats/fid/metrics and eval text --out); copy it to or from local disk with your cloud's CLI",
+            "{cmd} {flag} {}: this argument takes local paths only (object-store URLs are taken by build/fetch --input/--out, inspect, eval features/stats/fid/metrics, eval text --out and report); copy it to or from local disk with your cloud's CLI",
             path.display()
         );
     }

@@ -19,7 +19,7 @@ pub mod html;
 pub mod plot;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -33,9 +33,10 @@ use crate::study::nightly::lower_is_better;
 const EXAMPLES: &str = "\
 Examples:
   prep report --history out/study/history.parquet --out reports/2026-11-26/ --target fid=25
-  prep report --history h.parquet --out r/ --night 2026-11-25 --config pipelines/nightly.toml";
+  prep report --history h.parquet --out r/ --night 2026-11-25 --config pipelines/nightly.toml
+  prep report --history s3://evals/study/history.parquet --out s3://evals/reports/latest";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 #[command(after_help = EXAMPLES)]
 pub struct ReportArgs {
     /// The history store written by `prep eval run` (study configs).
@@ -59,6 +60,8 @@ pub struct ReportArgs {
     /// Sample-grid rows per N.
     #[arg(long, default_value_t = 3)]
     pub grid_rows: usize,
+    #[command(flatten)]
+    pub store: crate::cli::ReadStoreArgs,
 }
 
 /// One fitted curve.
@@ -252,6 +255,36 @@ pub fn analyse(
 }
 
 /// Run `prep report`.
+/// [`run`] with `--history` and `--out` local paths or object-store URLs. A remote history
+/// is read from a temporary download; a remote `--out` is rendered into a temporary
+/// directory and its three files are uploaded, each as one whole-object put (a reader sees
+/// the previous file or the new one, never part of one).
+pub fn run_anywhere(a: &ReportArgs) -> Result<ReportData> {
+    use crate::eval::objstore::{is_url_path, local_file, write_out};
+    let opts = a.store.options();
+    let mut local = a.clone();
+    let _history = if is_url_path(&a.history) {
+        let copy = local_file(&a.history, &opts, "--history")?;
+        local.history = copy.path().to_path_buf();
+        Some(copy)
+    } else {
+        None
+    };
+    if !is_url_path(&a.out) {
+        return run(&local);
+    }
+    let staging = tempfile::tempdir().context("cannot create a staging directory for --out")?;
+    local.out = staging.path().to_path_buf();
+    let data = run(&local)?;
+    let base = a.out.to_string_lossy().trim_end_matches('/').to_string();
+    for name in ["metrics.csv", "metrics.json", "index.html"] {
+        let bytes = std::fs::read(staging.path().join(name))
+            .with_context(|| format!("cannot read the rendered {name}"))?;
+        write_out(Path::new(&format!("{base}/{name}")), &bytes, &opts)?;
+    }
+    Ok(data)
+}
+
 pub fn run(a: &ReportArgs) -> Result<ReportData> {
     if let Some(n) = &a.night {
         history::check_night(n)?;
