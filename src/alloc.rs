@@ -22,29 +22,27 @@ const HUGE_PAGE: usize = 2 << 20;
 /// The allocator `main` installs.
 pub struct HugePageAlloc;
 
-// Bit 0: read yet; bit 1: huge-page advice on.
-static SETTINGS: AtomicU8 = AtomicU8::new(0);
+// 0: not read yet, 1: advice on, 2: off (`PREP_NO_HUGEPAGES`).
+static ADVICE: AtomicU8 = AtomicU8::new(0);
 
-fn settings() -> u8 {
-    let s = SETTINGS.load(Ordering::Relaxed);
-    if s & 1 != 0 {
-        return s;
+fn advice_on() -> bool {
+    match ADVICE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // getenv does not allocate (std::env::var would re-enter the allocator).
+            #[cfg(unix)]
+            let off = unsafe { !libc::getenv(c"PREP_NO_HUGEPAGES".as_ptr()).is_null() };
+            #[cfg(not(unix))]
+            let off = true;
+            ADVICE.store(if off { 2 } else { 1 }, Ordering::Relaxed);
+            !off
+        }
     }
-    // getenv does not allocate (std::env::var would re-enter the allocator).
-    #[cfg(unix)]
-    let off = |name: &std::ffi::CStr| unsafe { !libc::getenv(name.as_ptr()).is_null() };
-    #[cfg(not(unix))]
-    let off = |_: &std::ffi::CStr| true;
-    let mut s = 1;
-    if !off(c"PREP_NO_HUGEPAGES") {
-        s |= 2;
-    }
-    SETTINGS.store(s, Ordering::Relaxed);
-    s
 }
 
 fn advise(p: *mut u8, len: usize) {
-    if p.is_null() || len < MIN_BLOCK || settings() & 2 == 0 {
+    if p.is_null() || len < MIN_BLOCK || !advice_on() {
         return;
     }
     #[cfg(target_os = "linux")]

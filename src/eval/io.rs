@@ -28,6 +28,16 @@ pub enum Dtype {
     F64,
 }
 
+impl Dtype {
+    /// Bytes per value.
+    pub fn width(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+}
+
 /// A feature matrix read from a file (rows = samples).
 #[derive(Debug)]
 pub struct Features {
@@ -147,38 +157,15 @@ fn read_npy_bulk(path: &Path) -> Result<Option<(Mat<f64>, Dtype)>> {
     let Some((dtype, n, d, off)) = parse_npy_header(&bytes) else {
         return Ok(None);
     };
-    let width = match dtype {
-        Dtype::F32 => 4,
-        Dtype::F64 => 8,
-    };
+    let width = dtype.width();
     let Some(len) = n.checked_mul(d).and_then(|e| e.checked_mul(width)) else {
         return Ok(None);
     };
     if bytes.len() - off != len {
         return Ok(None);
     }
-    let data = &bytes[off..];
     let mut m = Mat::<f64>::zeros(n, d);
-    const BLOCK: usize = 32;
-    use rayon::prelude::*;
-    m.par_col_chunks_mut(BLOCK)
-        .enumerate()
-        .for_each(|(b, mut cols)| {
-            let j0 = b * BLOCK;
-            let w = cols.ncols();
-            for i in 0..n {
-                let row = (i * d + j0) * width;
-                for jj in 0..w {
-                    let at = row + jj * width;
-                    cols[(i, jj)] = match dtype {
-                        Dtype::F32 => {
-                            f32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as f64
-                        }
-                        Dtype::F64 => f64::from_le_bytes(data[at..at + 8].try_into().unwrap()),
-                    };
-                }
-            }
-        });
+    fill_from_le_rows(&bytes[off..], dtype, m.as_mut());
     Ok(Some((m, dtype)))
 }
 
@@ -194,11 +181,10 @@ pub fn stats_from_npy_streamed(path: &Path) -> Result<Option<Stats>> {
     if f.read_exact(&mut head).is_err() {
         return Ok(None);
     }
-    let hlen = match head[6] {
-        1 => u16::from_le_bytes([head[8], head[9]]) as usize + 10,
-        2 | 3 => u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize + 12,
-        _ => return Ok(None),
+    let Some((hlen, start)) = npy_header_len(&head) else {
+        return Ok(None);
     };
+    let hlen = start + hlen;
     if hlen > 1 << 20 || hlen as u64 > file_len {
         return Ok(None);
     }
@@ -209,64 +195,69 @@ pub fn stats_from_npy_streamed(path: &Path) -> Result<Option<Stats>> {
     let Some((dtype, n, d, off)) = parse_npy_header(&head) else {
         return Ok(None);
     };
-    let width = match dtype {
-        Dtype::F32 => 4,
-        Dtype::F64 => 8,
-    };
+    let width = dtype.width();
     let row_bytes = d * width;
     if n.checked_mul(row_bytes).map(|b| (off + b) as u64) != Some(file_len) {
         return Ok(None);
     }
     let what = path.display().to_string();
     let mut bytes = Vec::new();
-    let stats = Stats::from_row_blocks(n, d, &what, |start, mut block| {
+    let stats = Stats::from_row_blocks(n, d, &what, |start, block| {
         let len = block.nrows();
         bytes.resize(len * row_bytes, 0);
         f.seek(SeekFrom::Start((off + start * row_bytes) as u64))
             .and_then(|_| f.read_exact(&mut bytes))
             .with_context(|| format!("cannot read {what}"))?;
-        const BLOCK: usize = 32;
-        use rayon::prelude::*;
-        let data = &bytes;
-        block
-            .as_mut()
-            .par_col_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(b, mut cols)| {
-                let j0 = b * BLOCK;
-                for i in 0..len {
-                    let row = i * row_bytes + j0 * width;
-                    for jj in 0..cols.ncols() {
-                        let at = row + jj * width;
-                        cols[(i, jj)] = match dtype {
-                            Dtype::F32 => {
-                                f32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as f64
-                            }
-                            Dtype::F64 => f64::from_le_bytes(data[at..at + 8].try_into().unwrap()),
-                        };
-                    }
-                }
-            });
+        fill_from_le_rows(&bytes, dtype, block);
         Ok(())
     })?;
     Ok(Some(stats))
 }
 
-/// `(dtype, rows, cols, data offset)` of a little-endian float, C-order, 2-D `.npy` header.
-fn parse_npy_header(b: &[u8]) -> Option<(Dtype, usize, usize, usize)> {
+/// Fill the column-major `m` (rows × d) from C-order little-endian `dtype` rows in `data`
+/// (exactly rows × d values), in parallel column blocks.
+fn fill_from_le_rows(data: &[u8], dtype: Dtype, m: faer::MatMut<'_, f64>) {
+    const BLOCK: usize = 32;
+    use rayon::prelude::*;
+    let (n, d) = (m.nrows(), m.ncols());
+    let width = dtype.width();
+    m.par_col_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(b, mut cols)| {
+            let j0 = b * BLOCK;
+            for i in 0..n {
+                let row = (i * d + j0) * width;
+                for jj in 0..cols.ncols() {
+                    let at = row + jj * width;
+                    cols[(i, jj)] = match dtype {
+                        Dtype::F32 => {
+                            f32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as f64
+                        }
+                        Dtype::F64 => f64::from_le_bytes(data[at..at + 8].try_into().unwrap()),
+                    };
+                }
+            }
+        });
+}
+
+/// `(header text length, where the text starts)` from an `.npy` file's first bytes (the
+/// magic and version, then a u16 length for version 1 or a u32 for versions 2 and 3).
+fn npy_header_len(b: &[u8]) -> Option<(usize, usize)> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return None;
     }
-    let (hlen, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 => {
-            if b.len() < 12 {
-                return None;
-            }
-            (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    match b[6] {
+        1 => Some((u16::from_le_bytes([b[8], b[9]]) as usize, 10)),
+        2 | 3 if b.len() >= 12 => {
+            Some((u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12))
         }
-        _ => return None,
-    };
+        _ => None,
+    }
+}
+
+/// `(dtype, rows, cols, data offset)` of a little-endian float, C-order, 2-D `.npy` header.
+fn parse_npy_header(b: &[u8]) -> Option<(Dtype, usize, usize, usize)> {
+    let (hlen, start) = npy_header_len(b)?;
     let header = std::str::from_utf8(b.get(start..start + hlen)?).ok()?;
     let h: String = header.chars().filter(|c| !c.is_whitespace()).collect();
     let dtype = if h.contains("'descr':'<f4'") {
