@@ -148,6 +148,29 @@ fn adapter_runs_once_per_image() {
     let g = generate(&["--adapter", "color=@FX/adapters/color:0.7", "--steps", "9"]);
     assert!(g.stderr.contains("generated 2 image(s)"), "{}", g.stderr);
     assert!(g.stderr.contains("adapter color: 2 run(s)"), "{}", g.stderr);
+    // I/O binding: the text embeddings and the four residuals are bound once per image,
+    // only the sample and the timestep per step; with the adapters applied for half of the
+    // steps, the residuals are rebound (to zeros) once more.
+    let once =
+        "input(s) bound once per image (text, adapter residuals), 2 per step (sample, timestep)";
+    assert!(
+        g.stderr.contains(&format!("unet I/O binding: 5 {once}")),
+        "{}",
+        g.stderr
+    );
+    let half = generate(&[
+        "--adapter",
+        "color=@FX/adapters/color:0.7",
+        "--steps",
+        "8",
+        "--adapter-conditioning-factor",
+        "0.5",
+    ]);
+    assert!(
+        half.stderr.contains(&format!("unet I/O binding: 9 {once}")),
+        "{}",
+        half.stderr
+    );
 }
 
 #[test]
@@ -401,6 +424,60 @@ fn contract_variants_give_the_same_images() {
         "{}",
         stderr(&o)
     );
+}
+
+/// An fp16 export (float16 inputs, outputs and weights) of the same pipeline and adapter:
+/// prep converts at every model boundary, so the images are the fp32 images up to fp16
+/// rounding (the exact check against the reference on the same files is in scripts/test).
+#[test]
+fn fp16_exports_give_the_fp32_images_up_to_rounding() {
+    let fx = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, a) = (tmp.path().join("pipe16"), tmp.path().join("ad16"));
+    for (src, dst) in [
+        (fx.join("pipeline"), p.clone()),
+        (fx.join("adapters/color"), a.clone()),
+    ] {
+        for e in walk(&src) {
+            let to = dst.join(e.strip_prefix(&src).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&e, &to).unwrap();
+        }
+    }
+    for sub in ["text_encoder", "unet", "vae_decoder", "vae_encoder"] {
+        std::fs::copy(
+            fx.join(format!("variants/fp16/{sub}.onnx")),
+            p.join(sub).join("model.onnx"),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        fx.join("variants/fp16/adapter_color.onnx"),
+        a.join("model.onnx"),
+    )
+    .unwrap();
+    let full = generate(&["--adapter", "color=@FX/adapters/color:0.9"]);
+    let half = generate(&[
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--adapter",
+        &format!("color={}:0.9", a.display()),
+    ]);
+    let d = max_diff(&full, &half);
+    assert!(d > 0.0 && d < 0.03, "fp16 vs fp32: max |diff| = {d}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn write_masks(dir: &Path, value: u8) {

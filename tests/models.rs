@@ -153,6 +153,67 @@ fn edge_and_depth_maps_are_exact_and_batching_does_not_change_them() {
     assert_eq!(models[2]["model"], "depth-fx");
     assert_eq!(models[2]["sha256"].as_str().unwrap().len(), 64);
 
+    // An fp16 export of the depth model (float16 input and output) registered with the
+    // same contract: prep feeds the normalised image rounded to float16 (nearest even)
+    // and reads the float16 map back, so depth = minmax of f16(red / 127.5 − 1).
+    ok(prep_in(
+        &cache,
+        &[
+            "models",
+            "add",
+            "depth-fp16",
+            "--file",
+            fixture("depth_fp16.onnx").to_str().unwrap(),
+            "--like",
+            "depth",
+        ],
+    ));
+    let h = dir.path().join("fp16");
+    ok(prep_in(
+        &cache,
+        &[
+            "build",
+            "--source",
+            "folder",
+            "--input",
+            input.to_str().unwrap(),
+            "--condition",
+            "depth",
+            "--model",
+            "depth=depth-fp16",
+            "--resolution",
+            "64",
+            "--image-format",
+            "png",
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--out",
+            h.to_str().unwrap(),
+        ],
+    ));
+    for r in rows(&h) {
+        let img = decode_rgb(&r.images["image"].0);
+        let depth = decode_gray(&r.images["depth"].0);
+        let d: Vec<f32> = img
+            .pixels()
+            .map(|p| half::f16::from_f32(p.0[0] as f32 / 127.5 - 1.0).to_f32())
+            .collect();
+        let min = d.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = d.iter().map(|v| v - min).fold(0f32, f32::max);
+        let want: Vec<u8> = d
+            .iter()
+            .map(|v| {
+                if max > 0.0 {
+                    (((v - min) / max) * 255.0).clamp(0.0, 255.0) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        assert_eq!(depth.as_raw(), &want, "{} fp16 depth", r.key);
+    }
+
     // PiDiNet contract (NCHW RGB / 255, last output fused = green / 255): hed = green.
     let c = dir.path().join("pidi");
     build(&c, "2", "pidi-fx");

@@ -70,29 +70,33 @@ class Adapter(torch.nn.Module):
 
 
 @torch.no_grad()
-def export_pipeline(model, out, size=512):
+def export_pipeline(model, out, size=512, fp16=False):
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32, safety_checker=None)
+    dt = torch.float16 if fp16 else torch.float32
+    # fp16 exports trace on the GPU (half-precision CPU kernels are incomplete in torch).
+    dev = "cuda" if fp16 else "cpu"
+    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dt, safety_checker=None).to(dev)
     h = size // 8
-    ids = torch.zeros((1, 77), dtype=torch.int64)
+    ids = torch.zeros((1, 77), dtype=torch.int64, device=dev)
     export(TextEncoder(pipe.text_encoder), (ids,), f"{out}/text_encoder/model.onnx", ["input_ids"],
            ["last_hidden_state"], {"input_ids": {0: "B"}, "last_hidden_state": {0: "B"}})
     unet = pipe.unet
     chans = list(unet.config.block_out_channels) + [unet.config.block_out_channels[-1]]
     chans = chans[:4]
-    res = tuple(torch.zeros((2, c, h >> k, h >> k)) for k, c in enumerate(chans))
+    res = tuple(torch.zeros((2, c, h >> k, h >> k), dtype=dt, device=dev) for k, c in enumerate(chans))
     d = unet.config.cross_attention_dim
-    args = (torch.randn(2, 4, h, h), torch.tensor([999, 999], dtype=torch.int64), torch.randn(2, 77, d)) + res
+    args = (torch.randn(2, 4, h, h, dtype=dt, device=dev), torch.tensor([999, 999], dtype=torch.int64, device=dev),
+            torch.randn(2, 77, d, dtype=dt, device=dev)) + res
     names = ["sample", "timestep", "encoder_hidden_states"] + [f"adapter_res_{k}" for k in range(4)]
     dyn = {"sample": {0: "B", 2: "h", 3: "w"}, "timestep": {0: "B"}, "encoder_hidden_states": {0: "B"},
            "out_sample": {0: "B", 2: "h", 3: "w"}}
     for k in range(4):
         dyn[f"adapter_res_{k}"] = {0: "B", 2: f"h{k}", 3: f"w{k}"}
     export(UNetWithAdapterInputs(unet), args, f"{out}/unet/model.onnx", names, ["out_sample"], dyn)
-    export(VaeDecoder(pipe.vae), (torch.randn(1, 4, h, h),), f"{out}/vae_decoder/model.onnx", ["latent_sample"],
+    export(VaeDecoder(pipe.vae), (torch.randn(1, 4, h, h, dtype=dt, device=dev),), f"{out}/vae_decoder/model.onnx", ["latent_sample"],
            ["sample"], {"latent_sample": {0: "B", 2: "h", 3: "w"}, "sample": {0: "B", 2: "H", 3: "W"}})
-    export(VaeEncoder(pipe.vae), (torch.randn(1, 3, size, size),), f"{out}/vae_encoder/model.onnx", ["sample"],
+    export(VaeEncoder(pipe.vae), (torch.randn(1, 3, size, size, dtype=dt, device=dev),), f"{out}/vae_encoder/model.onnx", ["sample"],
            ["latent_sample"], {"sample": {0: "B", 2: "H", 3: "W"}, "latent_sample": {0: "B", 2: "h", 3: "w"}})
     with open(f"{out}/vae_decoder/config.json", "w") as f:
         json.dump({"scaling_factor": pipe.vae.config.scaling_factor,
@@ -104,11 +108,13 @@ def export_pipeline(model, out, size=512):
 
 
 @torch.no_grad()
-def export_adapter(src, out, condition, in_channels, weight, size=512):
+def export_adapter(src, out, condition, in_channels, weight, size=512, fp16=False):
     from diffusers import T2IAdapter
 
-    adapter = T2IAdapter.from_pretrained(src, torch_dtype=torch.float32)
-    export(Adapter(adapter), (torch.rand(1, in_channels, size, size),), f"{out}/model.onnx", ["condition"],
+    dt = torch.float16 if fp16 else torch.float32
+    dev = "cuda" if fp16 else "cpu"
+    adapter = T2IAdapter.from_pretrained(src, torch_dtype=dt).to(dev)
+    export(Adapter(adapter), (torch.rand(1, in_channels, size, size, dtype=dt, device=dev),), f"{out}/model.onnx", ["condition"],
            [f"features_{k}" for k in range(4)],
            {"condition": {0: "B", 2: "H", 3: "W"}, **{f"features_{k}": {0: "B", 2: f"h{k}", 3: f"w{k}"} for k in range(4)}})
     with open(f"{out}/adapter.toml", "w") as f:
@@ -125,11 +131,13 @@ def main():
     ap.add_argument("--weight", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--fp16", action="store_true",
+                    help="float16 weights and I/O (for --device cuda; traced on a CUDA GPU)")
     a = ap.parse_args()
     if a.model:
-        export_pipeline(a.model, a.out, a.size)
+        export_pipeline(a.model, a.out, a.size, a.fp16)
     elif a.adapter:
-        export_adapter(a.adapter, a.out, a.condition, a.in_channels, a.weight, a.size)
+        export_adapter(a.adapter, a.out, a.condition, a.in_channels, a.weight, a.size, a.fp16)
     else:
         ap.error("give --model or --adapter")
 

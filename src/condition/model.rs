@@ -460,7 +460,9 @@ impl LoadedModel {
                 input.shape
             )
         };
-        if input.elem != want {
+        // An fp16 export of a float model takes the same data, converted at the boundary.
+        let fits = input.elem == want || (want == ElemType::F32 && input.elem == ElemType::F16);
+        if !fits {
             bail!(what(&format!("{:?}", entry.input.dtype)));
         }
         if input.shape.len() != 4 {

@@ -142,6 +142,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         outside * 1e3,
         100.0 * outside / unet_step.max(1e-12)
     );
+    if s.images > 0 {
+        eprintln!(
+            "unet I/O binding: {} input(s) bound once per image (text, adapter residuals), {} per step (sample, timestep)",
+            s.binds.per_image as f64 / s.images as f64,
+            s.binds.per_step as f64 / steps,
+        );
+    }
     for (name, calls) in &s.adapter_calls {
         eprintln!("adapter {name}: {calls} run(s)");
     }

@@ -28,7 +28,9 @@ use arrow_schema::{DataType, Field, Fields, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::runtime::RuntimeOptions;
-pub use pipeline::{Adapter, Condition, Generated, Inpaint, OrtTime, Pipeline, SampleParams};
+pub use pipeline::{
+    Adapter, BindCount, Condition, Generated, Inpaint, OrtTime, Pipeline, SampleParams,
+};
 pub use scheduler::SchedulerKind;
 
 /// `--adapter NAME=DIR[:ω]`.
@@ -107,6 +109,8 @@ pub struct GenerateSummary {
     /// the time inside ONNX Runtime.
     pub generate: Duration,
     pub ort: OrtTime,
+    /// Inputs bound to the UNet (once per image vs per step).
+    pub binds: BindCount,
     pub steps_per_image: usize,
     pub out: PathBuf,
 }
@@ -621,6 +625,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         wall: t_start.elapsed(),
         generate: generate_time,
         ort: pipe.ort,
+        binds: pipe.binds,
         steps_per_image: cfg.steps,
         out: out.clone(),
     })

@@ -33,6 +33,14 @@ impl OrtTime {
     }
 }
 
+/// Inputs bound to the UNet's I/O binding (for `prep generate`'s summary): the text
+/// embeddings and adapter residuals once per image, the sample and timestep per step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindCount {
+    pub per_image: usize,
+    pub per_step: usize,
+}
+
 /// An adapter directory: `model.onnx` + `adapter.toml`.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct AdapterMeta {
@@ -194,6 +202,7 @@ pub struct Pipeline {
     pub vae_scale: usize,
     uncond: Option<Vec<f32>>,
     pub ort: OrtTime,
+    pub binds: BindCount,
 }
 
 /// Sampling settings of a run.
@@ -320,9 +329,9 @@ impl Pipeline {
         unet.input(Some("encoder_hidden_states"))?;
         let unet_in_channels = dim(&sample, 1).unwrap_or(4);
         let timestep_f32 = match ts.elem {
-            ElemType::F32 => true,
+            ElemType::F32 | ElemType::F16 => true,
             ElemType::I64 => false,
-            _ => bail!("unet: input \"timestep\" must be float32 or int64"),
+            _ => bail!("unet: input \"timestep\" must be float32, float16 or int64"),
         };
         let timestep_layout = match ts.shape.as_slice() {
             [] => TimestepLayout::Scalar,
@@ -388,6 +397,7 @@ impl Pipeline {
             vae_scale,
             uncond: None,
             ort: OrtTime::default(),
+            binds: BindCount::default(),
         })
     }
 
@@ -634,10 +644,42 @@ impl Pipeline {
             TimestepLayout::Batch => vec![b],
         };
         let ts_len = ts_shape.iter().product::<usize>();
+        // I/O binding: the text embeddings and the adapter residuals do not change between
+        // steps, so they are bound once (on a GPU: copied to the device once); only the
+        // sample and the timestep are bound per step, and the output buffer is reused.
+        const NAMES: [&str; 4] = [
+            "adapter_res_0",
+            "adapter_res_1",
+            "adapter_res_2",
+            "adapter_res_3",
+        ];
+        let mut bind = self.unet.binding(&[self.unet_out])?;
+        self.unet.bind(
+            &mut bind,
+            "encoder_hidden_states",
+            &emb_shape,
+            Batch::F32(&emb),
+        )?;
+        let mut bound_res: Option<bool> = None; // Some(true): the adapters' residuals
+        let mut step_binds = 0;
         for (i, &t) in timesteps.iter().enumerate() {
+            let with_adapters = residuals.is_some() && i < n_apply;
+            if bound_res != Some(with_adapters) {
+                let res = match &residuals {
+                    Some(r) if with_adapters => r,
+                    _ => &zeros,
+                };
+                for ((name, shape), r) in NAMES.iter().zip(&res_shapes).zip(res) {
+                    self.unet.bind(&mut bind, name, shape, Batch::F32(r))?;
+                }
+                bound_res = Some(with_adapters);
+            }
+            let before = bind.bound;
             for j in 0..b {
                 input[j * un..j * un + n].copy_from_slice(&latents);
             }
+            self.unet
+                .bind(&mut bind, "sample", &sample_shape, Batch::F32(&input))?;
             let tf = vec![t as f32; ts_len];
             let ti = vec![t; ts_len];
             let ts_batch = if self.timestep_f32 {
@@ -645,26 +687,10 @@ impl Pipeline {
             } else {
                 Batch::I64(&ti)
             };
-            let res = match &residuals {
-                Some(r) if i < n_apply => r,
-                _ => &zeros,
-            };
-            let mut feeds: Vec<(&str, &[usize], Batch<'_>)> = vec![
-                ("sample", &sample_shape, Batch::F32(&input)),
-                ("timestep", &ts_shape, ts_batch),
-                ("encoder_hidden_states", &emb_shape, Batch::F32(&emb)),
-            ];
-            const NAMES: [&str; 4] = [
-                "adapter_res_0",
-                "adapter_res_1",
-                "adapter_res_2",
-                "adapter_res_3",
-            ];
-            for ((name, shape), r) in NAMES.iter().zip(&res_shapes).zip(res) {
-                feeds.push((name, shape, Batch::F32(r)));
-            }
+            self.unet.bind(&mut bind, "timestep", &ts_shape, ts_batch)?;
+            step_binds += bind.bound - before;
             let t0 = Instant::now();
-            let out = self.unet.run_many(&feeds, &[self.unet_out])?;
+            let out = self.unet.run_bound(&bind)?;
             self.ort.unet += t0.elapsed();
             let out = out[0]
                 .as_slice()
@@ -701,6 +727,8 @@ impl Pipeline {
             on_step(i + 1);
         }
 
+        self.binds.per_step += step_binds;
+        self.binds.per_image += bind.bound - step_binds;
         let inv = 1.0 / self.scaling_factor;
         let scaled: Vec<f32> = latents.iter().map(|&x| x * inv).collect();
         let t0 = Instant::now();

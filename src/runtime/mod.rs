@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
+use half::slice::HalfFloatSliceExt;
 use ndarray::ArrayD;
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::session::{IoBinding, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorElementType, TensorRef, ValueType};
 
 /// The ONNX Runtime version prep's `ort` bindings are built for (`api-31`).
 pub const ORT_VERSION: &str = "1.31.1";
@@ -134,6 +136,9 @@ pub fn library_path() -> Option<&'static Path> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElemType {
     F32,
+    /// IEEE half precision (fp16 exports): prep feeds f32 data converted to f16 and reads
+    /// f16 outputs back as f32.
+    F16,
     I32,
     U8,
     I64,
@@ -153,6 +158,7 @@ fn port_info(name: &str, t: &ValueType) -> PortInfo {
         ValueType::Tensor { ty, shape, .. } => (
             match ty {
                 TensorElementType::Float32 => ElemType::F32,
+                TensorElementType::Float16 => ElemType::F16,
                 TensorElementType::Int32 => ElemType::I32,
                 TensorElementType::Uint8 => ElemType::U8,
                 TensorElementType::Int64 => ElemType::I64,
@@ -340,36 +346,27 @@ impl Net {
         let fail = |e: &dyn std::fmt::Display| {
             anyhow!("model {name}: inference on an input of shape {shape:?} failed: {e}")
         };
-        let shape_v: Vec<usize> = shape.to_vec();
-        let out = match data {
-            Batch::F32(d) => {
-                let t = TensorRef::from_array_view((shape_v, d)).map_err(|e| fail(&e))?;
-                self.session
-                    .run(ort::inputs![input => t])
-                    .map_err(|e| fail(&e))?
-            }
-            Batch::I32(d) => {
-                let t = TensorRef::from_array_view((shape_v, d)).map_err(|e| fail(&e))?;
-                self.session
-                    .run(ort::inputs![input => t])
-                    .map_err(|e| fail(&e))?
-            }
-            Batch::I64(d) => {
-                let t = TensorRef::from_array_view((shape_v, d)).map_err(|e| fail(&e))?;
-                self.session
-                    .run(ort::inputs![input => t])
-                    .map_err(|e| fail(&e))?
-            }
-        };
+        let elem = self.input_elem(input);
+        let v = input_value(elem, shape, &data).map_err(|e| fail(&e))?;
+        let out = self
+            .session
+            .run(vec![(input.to_string(), v)])
+            .map_err(|e| fail(&e))?;
         let mut res = Vec::with_capacity(outputs.len());
         for &i in outputs {
-            let v = &out[i];
-            let arr = v
-                .try_extract_array::<f32>()
-                .map_err(|e| fail(&format!("output {i} is not a float32 tensor: {e}")))?;
-            res.push(take(arr, i)?);
+            let arr = output_f32(&out[i]).map_err(|e| fail(&format!("output {i}: {e}")))?;
+            res.push(take(arr.view(), i)?);
         }
         Ok(res)
+    }
+
+    /// The element type of input `name` (F32 when the model has no such input: ONNX
+    /// Runtime then names the problem).
+    fn input_elem(&self, name: &str) -> ElemType {
+        self.inputs
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(ElemType::F32, |p| p.elem)
     }
 
     /// Run with several named inputs (`(name, shape, data)`) and return the selected
@@ -381,34 +378,188 @@ impl Net {
     ) -> Result<Vec<ArrayD<f32>>> {
         let name = self.name.clone();
         let fail = |e: &dyn std::fmt::Display| anyhow!("model {name}: inference failed: {e}");
-        let mut feeds: Vec<(String, ort::session::SessionInputValue<'_>)> =
-            Vec::with_capacity(inputs.len());
+        let mut feeds: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for (n, shape, data) in inputs {
-            let shape_v: Vec<usize> = shape.to_vec();
-            let bad = |e: &dyn std::fmt::Display| {
-                anyhow!("model {name}: input {n:?} of shape {shape:?}: {e}")
-            };
-            let v: ort::session::SessionInputValue<'_> = match data {
-                Batch::F32(d) => TensorRef::from_array_view((shape_v, *d))
-                    .map_err(|e| bad(&e))?
-                    .into(),
-                Batch::I32(d) => TensorRef::from_array_view((shape_v, *d))
-                    .map_err(|e| bad(&e))?
-                    .into(),
-                Batch::I64(d) => TensorRef::from_array_view((shape_v, *d))
-                    .map_err(|e| bad(&e))?
-                    .into(),
-            };
+            let v = input_value(self.input_elem(n), shape, data)
+                .map_err(|e| anyhow!("model {name}: input {n:?} of shape {shape:?}: {e}"))?;
             feeds.push((n.to_string(), v));
         }
         let out = self.session.run(feeds).map_err(|e| fail(&e))?;
         let mut res = Vec::with_capacity(outputs.len());
         for &i in outputs {
-            let arr = out[i]
-                .try_extract_array::<f32>()
-                .map_err(|e| fail(&format!("output {i} is not a float32 tensor: {e}")))?;
-            res.push(arr.to_owned());
+            let arr = output_f32(&out[i]).map_err(|e| fail(&format!("output {i}: {e}")))?;
+            res.push(arr.into_owned());
         }
         Ok(res)
+    }
+
+    /// An I/O binding for repeated runs whose inputs mostly stay the same (the UNet over
+    /// the denoising steps): inputs bound once stay bound — on a GPU they are copied to
+    /// the device once, not once per run — and `outputs` are written into buffers that
+    /// ONNX Runtime reuses from run to run.
+    pub fn binding(&self, outputs: &[usize]) -> Result<Binding> {
+        let fail = |e: &dyn std::fmt::Display| {
+            anyhow!("model {}: cannot create an I/O binding: {e}", self.name)
+        };
+        let mut inner = self.session.create_binding().map_err(|e| fail(&e))?;
+        let cpu = ort::memory::MemoryInfo::new(
+            ort::memory::AllocationDevice::CPU,
+            0,
+            ort::memory::AllocatorType::Device,
+            ort::memory::MemoryType::Default,
+        )
+        .map_err(|e| fail(&e))?;
+        let mut names = Vec::with_capacity(outputs.len());
+        for &i in outputs {
+            let port = self
+                .outputs
+                .get(i)
+                .with_context(|| format!("model {}: no output {i}", self.name))?;
+            inner
+                .bind_output_to_device(port.name.as_str(), &cpu)
+                .map_err(|e| fail(&e))?;
+            names.push(port.name.clone());
+        }
+        Ok(Binding {
+            inner,
+            outputs: names,
+            bound: 0,
+        })
+    }
+
+    /// Bind input `name` of `binding` to `data` (converted to the input's element type).
+    /// The data is taken at this call: change it by binding again.
+    pub fn bind(
+        &self,
+        binding: &mut Binding,
+        name: &str,
+        shape: &[usize],
+        data: Batch<'_>,
+    ) -> Result<()> {
+        let bad = |e: &dyn std::fmt::Display| {
+            anyhow!(
+                "model {}: input {name:?} of shape {shape:?}: {e}",
+                self.name
+            )
+        };
+        let v = owned_value(self.input_elem(name), shape, &data).map_err(|e| bad(&e))?;
+        binding.inner.bind_input(name, &v).map_err(|e| bad(&e))?;
+        binding.bound += 1;
+        Ok(())
+    }
+
+    /// Run on what `binding` holds; the bound outputs, in the order given to
+    /// [`Net::binding`], as f32 arrays.
+    pub fn run_bound(&mut self, binding: &Binding) -> Result<Vec<ArrayD<f32>>> {
+        let name = self.name.clone();
+        let fail = |e: &dyn std::fmt::Display| anyhow!("model {name}: inference failed: {e}");
+        let out = self
+            .session
+            .run_binding(&binding.inner)
+            .map_err(|e| fail(&e))?;
+        let mut res = Vec::with_capacity(binding.outputs.len());
+        for o in &binding.outputs {
+            let v = out
+                .get(o.as_str())
+                .with_context(|| format!("model {name}: output {o:?} was not produced"))?;
+            res.push(
+                output_f32(v)
+                    .map_err(|e| fail(&format!("output {o:?}: {e}")))?
+                    .into_owned(),
+            );
+        }
+        Ok(res)
+    }
+}
+
+/// Inputs and outputs bound to one session ([`Net::binding`]).
+pub struct Binding {
+    inner: IoBinding,
+    outputs: Vec<String>,
+    /// How many times an input was bound (tests count the copies a run avoids).
+    pub bound: usize,
+}
+
+fn to_f16(d: &[f32]) -> Vec<half::f16> {
+    let mut v = vec![half::f16::ZERO; d.len()];
+    v.convert_from_f32_slice(d);
+    v
+}
+
+/// `data` as an input value of element type `elem`: borrowed when it already is that
+/// type, converted (f32 → f16) otherwise.
+fn input_value<'a>(
+    elem: ElemType,
+    shape: &[usize],
+    data: &Batch<'a>,
+) -> ort::Result<SessionInputValue<'a>> {
+    let s = shape.to_vec();
+    Ok(match *data {
+        Batch::F32(d) if elem == ElemType::F16 => Tensor::from_array((s, to_f16(d)))?.into(),
+        Batch::F32(d) => TensorRef::from_array_view((s, d))?.into(),
+        Batch::I32(d) => TensorRef::from_array_view((s, d))?.into(),
+        Batch::I64(d) => TensorRef::from_array_view((s, d))?.into(),
+    })
+}
+
+/// `data` as an owned input value of element type `elem` (for bindings, which keep it).
+fn owned_value(elem: ElemType, shape: &[usize], data: &Batch<'_>) -> ort::Result<DynValue> {
+    let s = shape.to_vec();
+    Ok(match *data {
+        Batch::F32(d) if elem == ElemType::F16 => Tensor::from_array((s, to_f16(d)))?.into_dyn(),
+        Batch::F32(d) => Tensor::from_array((s, d.to_vec()))?.into_dyn(),
+        Batch::I32(d) => Tensor::from_array((s, d.to_vec()))?.into_dyn(),
+        Batch::I64(d) => Tensor::from_array((s, d.to_vec()))?.into_dyn(),
+    })
+}
+
+/// A float output as f32: a view of a float32 tensor, or float16 converted.
+fn output_f32(v: &DynValue) -> Result<ndarray::CowArray<'_, f32, ndarray::IxDyn>> {
+    match v.dtype() {
+        ValueType::Tensor {
+            ty: TensorElementType::Float16,
+            ..
+        } => {
+            let a = v
+                .try_extract_array::<half::f16>()
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut out = vec![0f32; a.len()];
+            match a.as_slice() {
+                Some(s) => s.convert_to_f32_slice(&mut out),
+                None => out
+                    .iter_mut()
+                    .zip(a.iter())
+                    .for_each(|(o, x)| *o = x.to_f32()),
+            }
+            Ok(ndarray::ArrayD::from_shape_vec(a.shape(), out)
+                .map_err(|e| anyhow!("{e}"))?
+                .into())
+        }
+        _ => Ok(v
+            .try_extract_array::<f32>()
+            .map_err(|e| anyhow!("not a float32 or float16 tensor: {e}"))?
+            .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f32 → f16 rounds to nearest, ties to even, as NumPy's `astype(np.float16)` (the
+    /// reference the fp16 pipeline is checked against): bit patterns from NumPy.
+    #[test]
+    fn f16_conversion_rounds_like_numpy() {
+        let x = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            65519.0,
+            65520.0,
+            1e-8,
+            6e-8,
+            -2.5e-4,
+        ];
+        let bits: Vec<u16> = to_f16(&x).iter().map(|h| h.to_bits()).collect();
+        assert_eq!(bits, [15360, 15362, 31743, 31744, 0, 1, 35865]);
     }
 }
