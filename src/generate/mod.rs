@@ -375,6 +375,50 @@ impl OutWriter {
     }
 }
 
+/// Per-image files are committed (temp + fsync + rename) on a thread of their own, so the
+/// next image's sampling does not wait for the disk; at most 8 files are in flight.
+struct FileWriter {
+    tx: Option<crossbeam_channel::Sender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl FileWriter {
+    fn start(out: &Path) -> FileWriter {
+        let (tx, rx) = crossbeam_channel::bounded::<(String, Vec<u8>)>(8);
+        let store = crate::sink::store::LocalStore::new(out);
+        let thread = std::thread::spawn(move || -> Result<()> {
+            for (rel, bytes) in rx {
+                store.put_atomic(&rel, &bytes)?;
+            }
+            Ok(())
+        });
+        FileWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&mut self, rel: String, bytes: Vec<u8>) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send((rel, bytes)).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The thread stopped: report its error.
+        self.finish()?;
+        bail!("the file writer stopped")
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the file writer thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
 fn npy_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
     let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), data.to_vec())?;
     let mut buf = Vec::new();
@@ -485,6 +529,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     );
 
     let mut writer = OutWriter::create(out, adapters_json, cfg)?;
+    let mut files = FileWriter::start(out);
     let mut images = 0usize;
     let mut generate_time = Duration::ZERO;
     for (i, row) in rows.iter().enumerate() {
@@ -573,14 +618,13 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         )?;
         let stem = file_stem(&row.key);
         let png = img.png()?;
-        let store = crate::sink::store::LocalStore::new(out);
-        store.put_atomic(&format!("images/{stem}.png"), &png)?;
+        files.send(format!("images/{stem}.png"), png.clone())?;
         if cfg.save_pixels {
-            store.put_atomic(
-                &format!("pixels/{stem}.npy"),
-                &npy_bytes(&img.pixels, &[3, h, w])?,
+            files.send(
+                format!("pixels/{stem}.npy"),
+                npy_bytes(&img.pixels, &[3, h, w])?,
             )?;
-            store.put_atomic(&format!("noise/{stem}.npy"), &npy_bytes(&noise_v, &shape)?)?;
+            files.send(format!("noise/{stem}.npy"), npy_bytes(&noise_v, &shape)?)?;
         }
         writer.push(OutRow {
             key: row.key.clone(),
@@ -594,6 +638,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     }
     bar_steps.finish_and_clear();
     bar_images.finish_and_clear();
+    files.finish()?;
     writer.finish()?;
     let manifest = serde_json::json!({
         "pipeline": cfg.pipeline.display().to_string(),
