@@ -25,9 +25,13 @@ pub struct OrtTime {
     pub adapter: Duration,
     pub unet: Duration,
     pub vae: Duration,
+    /// Not ONNX Runtime: the denoising loop's own work (copies, guidance, scheduler),
+    /// i.e. the loop's wall time minus the UNet calls.
+    pub loop_overhead: Duration,
 }
 
 impl OrtTime {
+    /// Time inside ONNX Runtime.
     pub fn total(&self) -> Duration {
         self.text + self.adapter + self.unet + self.vae
     }
@@ -634,6 +638,8 @@ impl Pipeline {
             TimestepLayout::Batch => vec![b],
         };
         let ts_len = ts_shape.iter().product::<usize>();
+        let loop_start = Instant::now();
+        let unet_before = self.ort.unet;
         for (i, &t) in timesteps.iter().enumerate() {
             for j in 0..b {
                 input[j * un..j * un + n].copy_from_slice(&latents);
@@ -700,6 +706,9 @@ impl Pipeline {
             }
             on_step(i + 1);
         }
+        self.ort.loop_overhead += loop_start
+            .elapsed()
+            .saturating_sub(self.ort.unet - unet_before);
 
         let inv = 1.0 / self.scaling_factor;
         let scaled: Vec<f32> = latents.iter().map(|&x| x * inv).collect();
