@@ -107,6 +107,8 @@ pub struct GenerateSummary {
     /// the time inside ONNX Runtime.
     pub generate: Duration,
     pub ort: OrtTime,
+    /// PNG encoding (part of `generate`, outside ONNX Runtime).
+    pub png: Duration,
     pub steps_per_image: usize,
     pub out: PathBuf,
 }
@@ -532,6 +534,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     let mut files = FileWriter::start(out);
     let mut images = 0usize;
     let mut generate_time = Duration::ZERO;
+    let mut png_time = Duration::ZERO;
     for (i, row) in rows.iter().enumerate() {
         let t0 = Instant::now();
         let mut conds = Vec::new();
@@ -617,7 +620,9 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             &mut |s| bar_steps.set_position(s as u64),
         )?;
         let stem = file_stem(&row.key);
+        let t_png = Instant::now();
         let png = img.png()?;
+        png_time += t_png.elapsed();
         files.send(format!("images/{stem}.png"), png.clone())?;
         if cfg.save_pixels {
             files.send(
@@ -666,6 +671,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         wall: t_start.elapsed(),
         generate: generate_time,
         ort: pipe.ort,
+        png: png_time,
         steps_per_image: cfg.steps,
         out: out.clone(),
     })

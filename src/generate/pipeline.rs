@@ -589,7 +589,10 @@ impl Pipeline {
                         );
                     }
                     let w = a.weight;
-                    for (o, &v) in acc[k].iter_mut().zip(f.iter()) {
+                    let f = f
+                        .as_slice()
+                        .context("adapter: features are not contiguous")?;
+                    for (o, &v) in acc[k].iter_mut().zip(f) {
                         *o += w * v;
                     }
                 }
@@ -726,6 +729,8 @@ impl Pipeline {
             );
         }
         let pixels = img
+            .as_slice()
+            .context("vae_decoder: output is not contiguous")?
             .iter()
             .map(|&x| (x / 2.0 + 0.5).clamp(0.0, 1.0))
             .collect();
