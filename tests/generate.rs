@@ -14,14 +14,16 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generate")
 }
 
-/// The demo dataset at 64×64 with `color`, built once for all tests.
+/// The demo dataset at 64×64 with `color`, built once per test run (under the target's
+/// tmp directory, rebuilt from scratch each run).
 fn dataset() -> &'static Path {
-    static DS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DS.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("ds");
+    static DS: OnceLock<PathBuf> = OnceLock::new();
+    DS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generate-dataset");
+        let _ = std::fs::remove_dir_all(&root);
+        let out = root.join("ds");
         let o = prep()
-            .env("PREP_CACHE", tmp.path().join("cache"))
+            .env("PREP_CACHE", root.join("cache"))
             .args([
                 "build",
                 "--source",
@@ -39,9 +41,8 @@ fn dataset() -> &'static Path {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
-        (tmp, out)
+        out
     })
-    .1
 }
 
 struct Gen {

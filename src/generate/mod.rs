@@ -111,6 +111,8 @@ pub struct GenerateSummary {
     pub ort: OrtTime,
     /// Inputs bound to the UNet (once per image vs per step).
     pub binds: BindCount,
+    /// PNG encoding (part of `generate`, outside ONNX Runtime).
+    pub png: Duration,
     pub steps_per_image: usize,
     pub out: PathBuf,
 }
@@ -151,80 +153,138 @@ fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Read key, text and the condition columns (image structs), in dataset order.
-fn read_rows(input: &Path, columns: &[String], limit: Option<usize>) -> Result<Vec<InputRow>> {
-    let mut rows = Vec::new();
-    for f in input_files(input)? {
-        let file = File::open(&f).with_context(|| format!("cannot open {}", f.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{} is not a Parquet file", f.display()))?
-            .with_batch_size(64)
-            .build()?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("cannot read {}", f.display()))?;
-            let col = |name: &str| {
-                batch.column_by_name(name).with_context(|| {
-                    format!(
-                        "{}: no column {name:?} (columns: {}); pick the condition with --condition",
-                        f.display(),
-                        batch
-                            .schema()
-                            .fields()
-                            .iter()
-                            .map(|x| x.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })
-            };
-            let key = col("key")?
-                .as_string_opt::<i32>()
-                .context("column key is not a string")?
-                .clone();
-            let text = col("text")?
-                .as_string_opt::<i32>()
-                .context("column text is not a string")?
-                .clone();
-            let mut conds = Vec::new();
-            for c in columns {
-                let s = col(c)?
-                    .as_struct_opt()
-                    .with_context(|| {
-                        format!("{}: column {c:?} is not an image struct", f.display())
-                    })?
-                    .clone();
-                let bytes = s
-                    .column_by_name("bytes")
-                    .with_context(|| format!("{}: image column {c:?} has no bytes", f.display()))?
-                    .as_binary_opt::<i32>()
-                    .with_context(|| format!("{}: {c}.bytes is not binary", f.display()))?
-                    .clone();
-                conds.push(bytes);
+/// Streams key, text and the condition columns (image structs) in dataset order, one
+/// record batch (64 rows) at a time.
+struct RowReader {
+    files: Vec<PathBuf>,
+    next_file: usize,
+    reader: Option<(
+        PathBuf,
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    )>,
+    pending: std::collections::VecDeque<InputRow>,
+    columns: Vec<String>,
+    limit: Option<usize>,
+    produced: usize,
+    /// Rows that will be produced (file metadata, capped by the limit).
+    total: usize,
+}
+
+impl RowReader {
+    fn open(input: &Path, columns: &[String], limit: Option<usize>) -> Result<RowReader> {
+        let files = input_files(input)?;
+        let mut total = 0usize;
+        for f in &files {
+            let file = File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(file)
+                .with_context(|| format!("{} is not a Parquet file", f.display()))?;
+            total += b.metadata().file_metadata().num_rows().max(0) as usize;
+        }
+        Ok(RowReader {
+            files,
+            next_file: 0,
+            reader: None,
+            pending: Default::default(),
+            columns: columns.to_vec(),
+            limit,
+            produced: 0,
+            total: limit.map_or(total, |l| total.min(l)),
+        })
+    }
+
+    fn next_row(&mut self) -> Result<Option<InputRow>> {
+        loop {
+            if self.limit.is_some_and(|l| self.produced >= l) {
+                return Ok(None);
             }
-            for i in 0..batch.num_rows() {
-                if limit.is_some_and(|l| rows.len() >= l) {
-                    return Ok(rows);
+            if let Some(r) = self.pending.pop_front() {
+                self.produced += 1;
+                return Ok(Some(r));
+            }
+            if let Some((f, reader)) = &mut self.reader {
+                match reader.next() {
+                    Some(batch) => {
+                        let batch =
+                            batch.with_context(|| format!("cannot read {}", f.display()))?;
+                        let start = self.produced;
+                        self.pending = batch_rows(f, &batch, &self.columns, start)?.into();
+                        continue;
+                    }
+                    None => self.reader = None,
                 }
-                rows.push(InputRow {
-                    key: if key.is_null(i) {
-                        format!("row{}", rows.len())
-                    } else {
-                        key.value(i).to_string()
-                    },
-                    text: if text.is_null(i) {
-                        String::new()
-                    } else {
-                        text.value(i).to_string()
-                    },
-                    conditions: conds
-                        .iter()
-                        .map(|b| (!b.is_null(i)).then(|| b.value(i).to_vec()))
-                        .collect(),
-                });
             }
+            let Some(f) = self.files.get(self.next_file).cloned() else {
+                return Ok(None);
+            };
+            self.next_file += 1;
+            let file = File::open(&f).with_context(|| format!("cannot open {}", f.display()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .with_context(|| format!("{} is not a Parquet file", f.display()))?
+                .with_batch_size(64)
+                .build()?;
+            self.reader = Some((f, reader));
         }
     }
-    Ok(rows)
+}
+
+fn batch_rows(
+    f: &Path,
+    batch: &RecordBatch,
+    columns: &[String],
+    start: usize,
+) -> Result<Vec<InputRow>> {
+    let col = |name: &str| {
+        batch.column_by_name(name).with_context(|| {
+            format!(
+                "{}: no column {name:?} (columns: {}); pick the condition with --condition",
+                f.display(),
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|x| x.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    };
+    let key = col("key")?
+        .as_string_opt::<i32>()
+        .context("column key is not a string")?;
+    let text = col("text")?
+        .as_string_opt::<i32>()
+        .context("column text is not a string")?;
+    let mut conds = Vec::new();
+    for c in columns {
+        let s = col(c)?
+            .as_struct_opt()
+            .with_context(|| format!("{}: column {c:?} is not an image struct", f.display()))?;
+        let bytes = s
+            .column_by_name("bytes")
+            .with_context(|| format!("{}: image column {c:?} has no bytes", f.display()))?
+            .as_binary_opt::<i32>()
+            .with_context(|| format!("{}: {c}.bytes is not binary", f.display()))?
+            .clone();
+        conds.push(bytes);
+    }
+    Ok((0..batch.num_rows())
+        .map(|i| InputRow {
+            key: if key.is_null(i) {
+                format!("row{}", start + i)
+            } else {
+                key.value(i).to_string()
+            },
+            text: if text.is_null(i) {
+                String::new()
+            } else {
+                text.value(i).to_string()
+            },
+            conditions: conds
+                .iter()
+                .map(|b| (!b.is_null(i)).then(|| b.value(i).to_vec()))
+                .collect(),
+        })
+        .collect())
 }
 
 fn image_type() -> DataType {
@@ -379,6 +439,50 @@ impl OutWriter {
     }
 }
 
+/// Per-image files are committed (temp + fsync + rename) on a thread of their own, so the
+/// next image's sampling does not wait for the disk; at most 8 files are in flight.
+struct FileWriter {
+    tx: Option<crossbeam_channel::Sender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl FileWriter {
+    fn start(out: &Path) -> FileWriter {
+        let (tx, rx) = crossbeam_channel::bounded::<(String, Vec<u8>)>(8);
+        let store = crate::sink::store::LocalStore::new(out);
+        let thread = std::thread::spawn(move || -> Result<()> {
+            for (rel, bytes) in rx {
+                store.put_atomic(&rel, &bytes)?;
+            }
+            Ok(())
+        });
+        FileWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&mut self, rel: String, bytes: Vec<u8>) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send((rel, bytes)).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The thread stopped: report its error.
+        self.finish()?;
+        bail!("the file writer stopped")
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the file writer thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
 fn npy_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
     let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), data.to_vec())?;
     let mut buf = Vec::new();
@@ -440,8 +544,10 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             columns.push(m.clone());
         }
     }
-    let rows = read_rows(&cfg.input, &columns, cfg.limit)?;
-    if rows.is_empty() {
+    let mut rows = RowReader::open(&cfg.input, &columns, cfg.limit)?;
+    // The first row is read before anything is written: missing columns fail here.
+    let mut next = rows.next_row()?;
+    if next.is_none() {
         bail!("--input {}: no rows", cfg.input.display());
     }
     let init_noise = match &cfg.init_noise {
@@ -477,7 +583,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     if !cfg.progress {
         mp.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let bar_images = mp.add(indicatif::ProgressBar::new(rows.len() as u64));
+    let bar_images = mp.add(indicatif::ProgressBar::new(rows.total as u64));
     bar_images.set_style(
         indicatif::ProgressStyle::with_template("images {bar:30} {pos}/{len} {elapsed} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -489,9 +595,12 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
     );
 
     let mut writer = OutWriter::create(out, adapters_json, cfg)?;
+    let mut files = FileWriter::start(out);
     let mut images = 0usize;
     let mut generate_time = Duration::ZERO;
-    for (i, row) in rows.iter().enumerate() {
+    let mut png_time = Duration::ZERO;
+    let mut i = 0usize;
+    while let Some(row) = next.take() {
         let t0 = Instant::now();
         let mut conds = Vec::new();
         for (a, bytes) in adapters.iter().zip(&row.conditions) {
@@ -576,15 +685,16 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
             &mut |s| bar_steps.set_position(s as u64),
         )?;
         let stem = file_stem(&row.key);
+        let t_png = Instant::now();
         let png = img.png()?;
-        let store = crate::sink::store::LocalStore::new(out);
-        store.put_atomic(&format!("images/{stem}.png"), &png)?;
+        png_time += t_png.elapsed();
+        files.send(format!("images/{stem}.png"), png.clone())?;
         if cfg.save_pixels {
-            store.put_atomic(
-                &format!("pixels/{stem}.npy"),
-                &npy_bytes(&img.pixels, &[3, h, w])?,
+            files.send(
+                format!("pixels/{stem}.npy"),
+                npy_bytes(&img.pixels, &[3, h, w])?,
             )?;
-            store.put_atomic(&format!("noise/{stem}.npy"), &npy_bytes(&noise_v, &shape)?)?;
+            files.send(format!("noise/{stem}.npy"), npy_bytes(&noise_v, &shape)?)?;
         }
         writer.push(OutRow {
             key: row.key.clone(),
@@ -595,9 +705,12 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         images += 1;
         generate_time += t0.elapsed();
         bar_images.inc(1);
+        i += 1;
+        next = rows.next_row()?;
     }
     bar_steps.finish_and_clear();
     bar_images.finish_and_clear();
+    files.finish()?;
     writer.finish()?;
     let manifest = serde_json::json!({
         "pipeline": cfg.pipeline.display().to_string(),
@@ -626,6 +739,7 @@ pub fn run(cfg: &GenerateConfig) -> Result<GenerateSummary> {
         generate: generate_time,
         ort: pipe.ort,
         binds: pipe.binds,
+        png: png_time,
         steps_per_image: cfg.steps,
         out: out.clone(),
     })

@@ -25,9 +25,13 @@ pub struct OrtTime {
     pub adapter: Duration,
     pub unet: Duration,
     pub vae: Duration,
+    /// Not ONNX Runtime: the denoising loop's own work (copies, guidance, scheduler),
+    /// i.e. the loop's wall time minus the UNet calls.
+    pub loop_overhead: Duration,
 }
 
 impl OrtTime {
+    /// Time inside ONNX Runtime.
     pub fn total(&self) -> Duration {
         self.text + self.adapter + self.unet + self.vae
     }
@@ -595,7 +599,10 @@ impl Pipeline {
                         );
                     }
                     let w = a.weight;
-                    for (o, &v) in acc[k].iter_mut().zip(f.iter()) {
+                    let f = f
+                        .as_slice()
+                        .context("adapter: features are not contiguous")?;
+                    for (o, &v) in acc[k].iter_mut().zip(f) {
                         *o += w * v;
                     }
                 }
@@ -662,6 +669,8 @@ impl Pipeline {
         )?;
         let mut bound_res: Option<bool> = None; // Some(true): the adapters' residuals
         let mut step_binds = 0;
+        let loop_start = Instant::now();
+        let unet_before = self.ort.unet;
         for (i, &t) in timesteps.iter().enumerate() {
             let with_adapters = residuals.is_some() && i < n_apply;
             if bound_res != Some(with_adapters) {
@@ -726,6 +735,9 @@ impl Pipeline {
             }
             on_step(i + 1);
         }
+        self.ort.loop_overhead += loop_start
+            .elapsed()
+            .saturating_sub(self.ort.unet - unet_before);
 
         self.binds.per_step += step_binds;
         self.binds.per_image += bind.bound - step_binds;
@@ -745,6 +757,8 @@ impl Pipeline {
             );
         }
         let pixels = img
+            .as_slice()
+            .context("vae_decoder: output is not contiguous")?
             .iter()
             .map(|&x| (x / 2.0 + 0.5).clamp(0.0, 1.0))
             .collect();
