@@ -728,8 +728,8 @@ pub struct EvalRunArgs {
     /// Evaluation config (pipelines/eval-*.toml).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Output directory (overrides the config's `out`).
-    #[arg(long, value_name = "DIR")]
+    /// Output directory or s3://, gs://, az:// prefix (overrides the config's `out`).
+    #[arg(long, value_name = "DIR|URL")]
     pub out: Option<PathBuf>,
     /// Print the result rows as JSON on stdout.
     #[arg(long)]
@@ -738,6 +738,13 @@ pub struct EvalRunArgs {
     /// UTC). Re-running a night replaces its rows in the history.
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub night: Option<String>,
+    /// Study configs: the feature cache, a directory or an s3://, gs://, az:// prefix
+    /// (overrides `[study] feature_cache`) [default: $PREP_CACHE/features].
+    #[arg(long, value_name = "DIR|URL", env = "PREP_FEATURE_CACHE")]
+    pub feature_cache: Option<PathBuf>,
+    /// For --out, the history and the feature cache on object stores.
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -781,10 +788,14 @@ pub struct FeatureModelArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: crate::runtime::Device,
-    /// Do not read or write the feature cache ($PREP_CACHE/features).
+    /// Do not read or write the feature cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// For s3:// inputs and --out (eval features/stats/fid/metrics).
+    /// The feature cache: a directory, or an s3://, gs://, az:// prefix shared by many eval
+    /// workers [default: $PREP_CACHE/features].
+    #[arg(long, value_name = "DIR|URL", env = "PREP_FEATURE_CACHE")]
+    pub feature_cache: Option<PathBuf>,
+    /// For s3:// inputs, --out and --feature-cache (eval features/stats/fid/metrics).
     #[command(flatten)]
     pub store: ReadStoreArgs,
 }
