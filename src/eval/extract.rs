@@ -104,14 +104,17 @@ impl FeatureCache {
     }
 
     /// A cache directory, or an `s3://`, `gs://`, `az://` prefix (`flag` names the
-    /// setting in messages). Opening a URL sends no request; a missing bucket or wrong
-    /// credentials fail at the first lookup, naming the URL.
+    /// setting in messages). A URL costs one LIST request at open, so that a missing
+    /// bucket or wrong credentials fail before any feature is computed (a missing object
+    /// is a miss, and some stores answer a GET in a missing bucket that way too).
     pub fn open(location: &Path, opts: &RemoteOptions, flag: &str) -> Result<Self> {
         let s = location.to_string_lossy();
         if !is_url(&s) {
             return Ok(Self::new(location));
         }
         let r = Remote::open_read(&s, opts, flag)?;
+        r.any_under("")
+            .with_context(|| format!("{flag} {s}: the feature cache is not reachable"))?;
         Ok(FeatureCache {
             root: CacheRoot::Store(Arc::new(r)),
         })

@@ -1,0 +1,470 @@
+//! The rest of prep on object stores, against a real S3-protocol server on loopback
+//! (moto_server; skipped without it unless `PREP_REQUIRE_MOTO` is set): the feature cache
+//! shared by eval workers, `prep eval run` (plain and study) writing to `s3://`, and the
+//! errors for bad URLs. Each output is compared byte for byte with the local run.
+
+mod common;
+mod s3;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use prep::sink::remote::{Remote, RemoteOptions};
+use s3::Moto;
+
+fn remote(endpoint: &str, url: &str) -> Remote {
+    Remote::open(
+        url,
+        &RemoteOptions {
+            s3_endpoint: Some(endpoint.to_string()),
+            unsafe_no_conditional_put: false,
+        },
+    )
+    .unwrap()
+}
+
+fn put(r: &Remote, rel: &str, bytes: Vec<u8>) {
+    r.put_mode(rel, bytes, object_store::PutMode::Overwrite)
+        .unwrap();
+}
+
+fn get(r: &Remote, rel: &str) -> Vec<u8> {
+    r.get(rel)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{} missing", r.url(rel)))
+        .0
+}
+
+/// A fresh eval worker: its own (empty) $PREP_CACHE with the fixture Inception registered.
+fn worker(dir: &Path) -> PathBuf {
+    ok(prep_in(
+        dir,
+        &[
+            "models",
+            "add",
+            "incfx",
+            "--file",
+            fixture("inception_fx.onnx").to_str().unwrap(),
+            "--like",
+            "inception",
+        ],
+    ));
+    dir.to_path_buf()
+}
+
+#[test]
+fn feature_cache_on_s3_is_shared_by_fresh_workers_and_a_corrupt_entry_is_recomputed() {
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("cache");
+    let ep = moto.endpoint.as_str();
+    let t = tempfile::tempdir().unwrap();
+    let imgs = t.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut shas = Vec::new();
+    for i in 0..40u32 {
+        let p = imgs.join(format!("{i:03}.png"));
+        photo(40 + i, 30 + (i * 7) % 23, i).save(&p).unwrap();
+        shas.push(prep::eval::extract::sha256_hex(&std::fs::read(&p).unwrap()));
+    }
+    let features = |cache: &Path, out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "features",
+            "--images",
+            imgs.to_str().unwrap(),
+            "--model",
+            "incfx",
+            "--batch-size",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        ok(prep_in(cache, &a))
+    };
+    let s3_cache = [
+        "--feature-cache",
+        "s3://cache/features",
+        "--s3-endpoint",
+        ep,
+    ];
+
+    // The reference: no cache at all.
+    let w0 = worker(&t.path().join("w0"));
+    let f0 = t.path().join("f0.npy");
+    features(&w0, &f0, &["--no-cache"]);
+    let want = std::fs::read(&f0).unwrap();
+
+    // Worker 1 computes everything and fills the shared cache: one GET per image (misses),
+    // one PUT per computed row; nothing in its local cache.
+    let w1 = worker(&t.path().join("w1"));
+    let f1 = t.path().join("f1.npy");
+    let o = features(&w1, &f1, &s3_cache);
+    let e = stderr(&o);
+    assert!(e.contains("40 computed, 0 from the cache"), "{e}");
+    assert!(
+        e.contains("feature cache s3://cache/features: 81 requests: PUT 40, multipart parts 0, GET 40, HEAD 0, LIST 1, DELETE 0"),
+        "{e}"
+    );
+    assert!(std::fs::read(&f1).unwrap() == want);
+    assert!(!w1.join("features").exists(), "the local cache stays empty");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let model_dir = j["model_key"].as_str().unwrap().replace(':', "_");
+
+    // The same key layout as the local cache: <model key>/<2 hex>/<image sha>.f32.
+    let r = remote(ep, "s3://cache/features");
+    let listed = r.list("").unwrap();
+    let mut expect: Vec<(String, u64)> = shas
+        .iter()
+        .map(|s| (format!("{model_dir}/{}/{s}.f32", &s[..2]), 1587 * 4))
+        .collect();
+    expect.sort();
+    assert_eq!(listed, expect);
+
+    // Worker 2, fresh local state, through PREP_FEATURE_CACHE: every row from the store.
+    let w2 = worker(&t.path().join("w2"));
+    let f2 = t.path().join("f2.npy");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_prep"));
+    c.env("PREP_CACHE", &w2)
+        .env("PREP_FEATURE_CACHE", "s3://cache/features")
+        .env("PREP_S3_ENDPOINT", ep)
+        .args([
+            "eval",
+            "features",
+            "--images",
+            imgs.to_str().unwrap(),
+            "--model",
+            "incfx",
+            "--batch-size",
+            "4",
+            "--out",
+            f2.to_str().unwrap(),
+        ]);
+    let o = ok(c.output().unwrap());
+    let e = stderr(&o);
+    assert!(e.contains("0 computed, 40 from the cache"), "{e}");
+    assert!(
+        e.contains("41 requests: PUT 0, multipart parts 0, GET 40, HEAD 0, LIST 1"),
+        "{e}"
+    );
+    assert!(std::fs::read(&f2).unwrap() == want);
+
+    // A torn entry (foreign length) is a miss: recomputed and replaced; a foreign object
+    // of the right length is not detectable and not expected (keys are content hashes).
+    let torn = &expect[7].0;
+    put(&r, torn, vec![1, 2, 3, 4, 5, 6]);
+    let f3 = t.path().join("f3.npy");
+    let e = stderr(&features(&w2, &f3, &s3_cache));
+    assert!(e.contains("1 computed, 39 from the cache"), "{e}");
+    assert!(e.contains("PUT 1, multipart parts 0, GET 40"), "{e}");
+    assert!(std::fs::read(&f3).unwrap() == want);
+    assert_eq!(get(&r, torn).len(), 1587 * 4, "the torn entry was replaced");
+    let e = stderr(&features(&w2, &f3, &s3_cache));
+    assert!(e.contains("0 computed, 40 from the cache"), "{e}");
+
+    // Bad locations name the flag or the URL and say what to check.
+    let e = err(prep_in(
+        &w2,
+        &[
+            "eval",
+            "features",
+            "--images",
+            imgs.to_str().unwrap(),
+            "--model",
+            "incfx",
+            "--out",
+            f3.to_str().unwrap(),
+            "--feature-cache",
+            "s3://",
+        ],
+    ));
+    assert!(
+        e.contains("--feature-cache s3://: no bucket name")
+            || e.contains("--feature-cache s3://: not a valid URL"),
+        "{e}"
+    );
+    let e = err(prep_in(
+        &w2,
+        &[
+            "eval",
+            "features",
+            "--images",
+            imgs.to_str().unwrap(),
+            "--model",
+            "incfx",
+            "--out",
+            f3.to_str().unwrap(),
+            "--feature-cache",
+            "s3://no-such-bucket/f",
+            "--s3-endpoint",
+            ep,
+        ],
+    ));
+    assert!(
+        e.contains("--feature-cache s3://no-such-bucket/f: the feature cache is not reachable"),
+        "{e}"
+    );
+    assert!(e.contains("check the bucket exists"), "{e}");
+    assert!(!e.contains("computed"), "nothing was computed: {e}");
+}
+
+/// A float32 .npy of n × d deterministic values.
+fn npy(p: &Path, n: usize, d: usize, seed: u64, shift: f64) {
+    let mut rng = prep::metrics::rng::Rng::new(seed, 0);
+    let x = faer::Mat::from_fn(n, d, |_, _| rng.below(1_000_001) as f64 / 1e6 - 0.5 + shift);
+    prep::eval::io::write_features(p, &x, prep::eval::io::Dtype::F32).unwrap();
+}
+
+#[test]
+fn eval_run_and_a_study_night_write_metrics_and_history_to_s3() {
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("evals");
+    let ep = moto.endpoint.as_str();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    npy(&d.join("real.npy"), 30, 6, 1, 0.0);
+    npy(&d.join("g1.npy"), 30, 6, 2, 0.3);
+    npy(&d.join("g2.npy"), 30, 6, 3, 0.1);
+    let r = remote(ep, "s3://evals");
+
+    // Plain eval run: --out local vs --out s3:// → the same two files.
+    let plain = d.join("eval.toml");
+    std::fs::write(
+        &plain,
+        r#"metrics = ["fid", "kid"]
+[reference]
+features = "real.npy"
+[[entry]]
+name = "a"
+samples = 1000
+features = "g1.npy"
+[[entry]]
+name = "b"
+samples = 5000
+features = "g2.npy"
+"#,
+    )
+    .unwrap();
+    let local = d.join("plain-out");
+    run_ok(&[
+        "eval",
+        "run",
+        "--config",
+        plain.to_str().unwrap(),
+        "--out",
+        local.to_str().unwrap(),
+    ]);
+    run_ok(&[
+        "eval",
+        "run",
+        "--config",
+        plain.to_str().unwrap(),
+        "--out",
+        "s3://evals/plain/",
+        "--s3-endpoint",
+        ep,
+    ]);
+    for f in ["metrics.json", "metrics.csv"] {
+        assert!(
+            get(&r, &format!("plain/{f}")) == std::fs::read(local.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // A study night: history and out on the store, the same rows as a local history.
+    let study = |history: &str, out: &str| {
+        format!(
+            r#"[study]
+name = "s"
+history = "{history}"
+out = "{out}"
+eval_size = 30
+metrics = ["fid"]
+
+[reference]
+features = "real.npy"
+
+[[checkpoint]]
+name = "n1k"
+condition = "color"
+samples = 1000
+features = "g1.npy"
+
+[[checkpoint]]
+name = "n5k"
+condition = "color"
+samples = 5000
+features = "g2.npy"
+"#
+        )
+    };
+    let remote_cfg = d.join("study-s3.toml");
+    std::fs::write(
+        &remote_cfg,
+        study(
+            "s3://evals/study/history.parquet",
+            "s3://evals/study/nights",
+        ),
+    )
+    .unwrap();
+    let local_cfg = d.join("study-local.toml");
+    std::fs::write(&local_cfg, study("history.parquet", "nights")).unwrap();
+    let night = |cfg: &Path, n: &str| {
+        let o = run_ok(&[
+            "eval",
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--night",
+            n,
+            "--json",
+            "--s3-endpoint",
+            ep,
+        ]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j["history_rows"].as_u64().unwrap()
+    };
+    // fid + fid-inf for two checkpoints: 4 rows a night; a re-run replaces its night.
+    assert_eq!(night(&remote_cfg, "2024-05-01"), 4);
+    assert_eq!(night(&remote_cfg, "2024-05-02"), 8);
+    assert_eq!(night(&remote_cfg, "2024-05-02"), 8);
+    assert_eq!(night(&local_cfg, "2024-05-01"), 4);
+    assert_eq!(night(&local_cfg, "2024-05-02"), 8);
+    let hist = d.join("from-s3.parquet");
+    std::fs::write(&hist, get(&r, "study/history.parquet")).unwrap();
+    let strip = |rows: Vec<prep::study::history::HistoryRow>| {
+        rows.into_iter()
+            .map(|mut r| {
+                r.config_sha256.clear(); // the two configs differ in their paths only
+                serde_json::to_string(&r).unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(prep::study::history::read(&hist).unwrap()),
+        strip(prep::study::history::read(&d.join("history.parquet")).unwrap())
+    );
+    // The night's files: --out on the store equals --out locally (same config).
+    let night_local = d.join("night-local");
+    run_ok(&[
+        "eval",
+        "run",
+        "--config",
+        remote_cfg.to_str().unwrap(),
+        "--night",
+        "2024-05-02",
+        "--out",
+        night_local.to_str().unwrap(),
+        "--s3-endpoint",
+        ep,
+    ]);
+    for f in ["metrics.json", "metrics.csv"] {
+        assert!(
+            get(&r, &format!("study/nights/2024-05-02/{f}"))
+                == std::fs::read(night_local.join("2024-05-02").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // A study scoring images with `[study] feature_cache` on the store: the first worker
+    // computes, a fresh one (empty $PREP_CACHE) reads every row, with the same history rows.
+    for (set, shift) in [("real", 0u32), ("gen", 60)] {
+        std::fs::create_dir_all(d.join(set)).unwrap();
+        for i in 0..12u32 {
+            photo(40 + i, 44 + shift / 20, i * 3 + shift) // 24 distinct files
+                .save(d.join(set).join(format!("{i:03}.png")))
+                .unwrap();
+        }
+    }
+    let img_cfg = d.join("study-images.toml");
+    std::fs::write(
+        &img_cfg,
+        format!(
+            r#"[study]
+name = "img"
+history = "s3://evals/img/history.parquet"
+eval_size = 12
+metrics = ["fid"]
+feature_cache = "s3://evals/fc"
+
+[features]
+model = "{}"
+size = 32
+batch = 4
+
+[reference]
+images = "real"
+
+[[checkpoint]]
+name = "c"
+condition = "color"
+samples = 10
+images = "gen"
+"#,
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/models/features_pool.onnx")
+                .display()
+        ),
+    )
+    .unwrap();
+    let score = |cache: &Path, n: &str| {
+        let o = ok(prep_in(
+            cache,
+            &[
+                "eval",
+                "run",
+                "--config",
+                img_cfg.to_str().unwrap(),
+                "--night",
+                n,
+                "--json",
+                "--s3-endpoint",
+                ep,
+            ],
+        ));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (stderr(&o), j["rows"].to_string())
+    };
+    let (e1, rows1) = score(&d.join("w1"), "2024-05-01");
+    assert!(
+        e1.contains("[reference] images: 12 computed, 0 from the feature cache s3://evals/fc"),
+        "{e1}"
+    );
+    let (e2, rows2) = score(&d.join("w2"), "2024-05-01");
+    assert!(
+        e2.contains("[reference] images: 0 computed, 12 from the feature cache s3://evals/fc"),
+        "{e2}"
+    );
+    assert!(e2.contains("0 computed, 12 from the feature cache"), "{e2}");
+    assert!(!e2.contains(" 12 computed"), "{e2}");
+    assert_eq!(rows1, rows2);
+    assert_eq!(r.list("fc").unwrap().len(), 24);
+    assert!(!d.join("w2/features").exists());
+
+    // Bad URLs fail before anything is scored, naming the setting.
+    let bad = d.join("study-bad.toml");
+    std::fs::write(&bad, study("s3:///history.parquet", "nights")).unwrap();
+    let e = stderr(&run(&[
+        "eval",
+        "run",
+        "--config",
+        bad.to_str().unwrap(),
+        "--night",
+        "2024-05-03",
+    ]));
+    assert!(e.contains("[study] history s3:///history.parquet"), "{e}");
+    assert!(!d.join("nights/2024-05-03").exists());
+    let e = stderr(&run(&[
+        "eval",
+        "run",
+        "--config",
+        plain.to_str().unwrap(),
+        "--out",
+        "ftp://host/x",
+    ]));
+    assert!(
+        e.contains("--out ftp://host/x: unsupported scheme ftp://"),
+        "{e}"
+    );
+}
