@@ -468,3 +468,197 @@ images = "gen"
         "{e}"
     );
 }
+
+/// A dataset laid out like `prep build`'s: data/part-NNNNN.parquet with `key` and `source`
+/// (70 % "web"), plus a dataset.json.
+fn dataset(dir: &Path, shards: &[(usize, usize)]) {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, true),
+        Field::new("source", DataType::Utf8, true),
+    ]));
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for (shard, &(from, to)) in shards.iter().enumerate() {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                (from..to).map(|i| format!("{i:08}")),
+            )),
+            Arc::new(StringArray::from_iter_values((from..to).map(|i| {
+                if i % 10 < 7 {
+                    "web"
+                } else {
+                    "book"
+                }
+            }))),
+        ];
+        let f = std::fs::File::create(dir.join(format!("data/part-{shard:05}.parquet"))).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), None).unwrap();
+        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+            .unwrap();
+        w.close().unwrap();
+    }
+    std::fs::write(dir.join("dataset.json"), "{\"rows\": 1200}\n").unwrap();
+}
+
+#[test]
+fn subset_reads_a_dataset_on_s3_and_writes_the_bytes_of_a_local_run() {
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("evals");
+    let ep = moto.endpoint.as_str();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let ds = d.join("ds");
+    dataset(&ds, &[(0, 400), (400, 800), (800, 1200)]);
+    let r = remote(ep, "s3://evals");
+    for (name, bytes, _) in snapshot(&ds) {
+        put(&r, &format!("ds/{name}"), bytes);
+    }
+    let subset = |dataset: &str, out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "subset",
+            dataset,
+            "--sizes",
+            "100,500,all",
+            "--seed",
+            "7",
+            "--out",
+            out,
+        ];
+        a.extend_from_slice(extra);
+        a.extend(["--s3-endpoint", ep]);
+        run_ok(&a)
+    };
+    let strat = ["--val", "50", "--stratify", "source"];
+    let local = d.join("local");
+    subset(ds.to_str().unwrap(), local.to_str().unwrap(), &strat);
+    let o = subset("s3://evals/ds", "s3://evals/sub", &strat);
+    assert!(
+        stderr(&o).contains("wrote s3://evals/sub/subsets.json"),
+        "{}",
+        stderr(&o)
+    );
+    let files = [
+        "val.parquet",
+        "train-100.parquet",
+        "train-500.parquet",
+        "train-all.parquet",
+    ];
+    for f in files {
+        assert!(
+            get(&r, &format!("sub/{f}")) == std::fs::read(local.join(f)).unwrap(),
+            "{f}: the index of the s3 dataset equals the local one"
+        );
+    }
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    let mut want = json(&std::fs::read(local.join("subsets.json")).unwrap());
+    let mut got = json(&get(&r, "sub/subsets.json"));
+    assert_eq!(got["dataset"], "s3://evals/ds");
+    assert_eq!(
+        got["data_files"],
+        serde_json::json!([
+            "s3://evals/ds/data/part-00000.parquet",
+            "s3://evals/ds/data/part-00001.parquet",
+            "s3://evals/ds/data/part-00002.parquet"
+        ])
+    );
+    assert!(want["dataset_manifest_sha256"].is_string());
+    for k in ["dataset", "data_files"] {
+        got[k] = serde_json::Value::Null;
+        want[k] = serde_json::Value::Null;
+    }
+    assert_eq!(got, want, "the same manifest but for where the data lives");
+
+    // A local dataset into s3: every file, subsets.json included, byte for byte.
+    subset(ds.to_str().unwrap(), "s3://evals/sub-local/", &strat);
+    for f in files.iter().chain(&["subsets.json"]) {
+        assert!(
+            get(&r, &format!("sub-local/{f}")) == std::fs::read(local.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // --pin-val from the store: the same validation split as from a local copy.
+    let unstrat = d.join("unstrat");
+    subset(
+        ds.to_str().unwrap(),
+        unstrat.to_str().unwrap(),
+        &["--val", "50"],
+    );
+    put(
+        &r,
+        "u/subsets.json",
+        std::fs::read(unstrat.join("subsets.json")).unwrap(),
+    );
+    let (pin_local, pin_s3) = (d.join("pin-local"), d.join("pin-s3"));
+    let p = unstrat.join("subsets.json");
+    subset(
+        "s3://evals/ds",
+        pin_local.to_str().unwrap(),
+        &["--pin-val", p.to_str().unwrap()],
+    );
+    subset(
+        "s3://evals/ds",
+        pin_s3.to_str().unwrap(),
+        &["--pin-val", "s3://evals/u/subsets.json"],
+    );
+    assert!(
+        std::fs::read(pin_s3.join("val.parquet")).unwrap()
+            == std::fs::read(unstrat.join("val.parquet")).unwrap()
+    );
+    assert!(
+        std::fs::read(pin_s3.join("val.parquet")).unwrap()
+            == std::fs::read(pin_local.join("val.parquet")).unwrap()
+    );
+
+    // Errors name the argument and the URL.
+    let e = stderr(&run(&[
+        "subset",
+        "s3://evals/nope",
+        "--sizes",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        d.join("x").to_str().unwrap(),
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("DATASET s3://evals/nope: no objects at or under this URL"),
+        "{e}"
+    );
+    put(&r, "flat/x.txt", b"x".to_vec());
+    let e = stderr(&run(&[
+        "subset",
+        "s3://evals/flat",
+        "--sizes",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        d.join("x").to_str().unwrap(),
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("s3://evals/flat: no data/ directory; pass the --out directory of `prep build`"),
+        "{e}"
+    );
+    let e = stderr(&run(&[
+        "subset",
+        ds.to_str().unwrap(),
+        "--sizes",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        "s3://",
+    ]));
+    assert!(
+        e.contains("--out s3://: no bucket name") || e.contains("--out s3://: not a valid URL"),
+        "{e}"
+    );
+    assert!(!d.join("x").exists());
+}

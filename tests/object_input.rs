@@ -731,19 +731,10 @@ fn eval_reads_build_outputs_and_arrays_from_s3_and_writes_there() {
     );
     let e = err(prep_in(
         &cache,
-        &[
-            "subset",
-            "d",
-            "--out",
-            "s3://evals/subsets",
-            "--sizes",
-            "1",
-            "--seed",
-            "0",
-        ],
+        &["eval", "run", "--config", "s3://evals/eval.toml"],
     ));
     assert!(
-        e.contains("prep subset DATASET d") || e.contains("prep subset --out s3://evals/subsets"),
+        e.contains("prep eval run --config s3://evals/eval.toml"),
         "{e}"
     );
     assert!(e.contains("this argument takes local paths only"), "{e}");
