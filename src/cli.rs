@@ -597,8 +597,9 @@ pub struct EvalControlArgs {
     /// Condition: depth, hed, sketch, canny, keypose or seg.
     #[arg(long)]
     pub condition: String,
-    /// The `prep build` output the generation was conditioned on.
-    #[arg(long, value_name = "DIR")]
+    /// The `prep build` output the generation was conditioned on (a directory or an
+    /// s3://, gs://, az:// URL).
+    #[arg(long, value_name = "DIR|URL")]
     pub reference: PathBuf,
     /// Generated images (KEY.png, re-extracted with the reference's pipeline), a `prep build`
     /// output of them, or (seg) a directory of predicted label maps.
@@ -617,12 +618,16 @@ pub struct EvalControlArgs {
     /// keypose from a model reference: keypoints scoring at least this count as labelled.
     #[arg(long, default_value_t = 0.3)]
     pub keypoint_threshold: f32,
-    /// Keep the re-extracted conditions here (default: a temporary directory, removed).
+    /// Keep the re-extracted conditions here, a local directory (default: a temporary
+    /// directory, removed).
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
-    /// Per-sample values as CSV (key, value, ssim).
+    /// Per-sample values as CSV (key, value, ssim); a local path or an object-store URL.
     #[arg(long, value_name = "F.csv")]
     pub per_sample: Option<PathBuf>,
+    /// For --reference, --gen and --per-sample on object stores.
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
     #[arg(long)]
     pub threads: Option<usize>,
     #[arg(long, default_value_t = 8)]

@@ -662,3 +662,224 @@ fn subset_reads_a_dataset_on_s3_and_writes_the_bytes_of_a_local_run() {
     );
     assert!(!d.join("x").exists());
 }
+
+/// Column `col` of every row of a local build output as `KEY.png` (last key segment).
+fn export(out: &Path, col: &str, dir: &Path) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(out.join("data")).unwrap() {
+        let (rows, _) = read_rows(&e.unwrap().path());
+        for r in rows {
+            let key = r.key.rsplit('/').next().unwrap().to_string();
+            std::fs::write(dir.join(format!("{key}.png")), &r.images[col].0).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+fn upload(r: &Remote, dir: &Path, prefix: &str) {
+    for (name, bytes, _) in snapshot(dir) {
+        put(r, &format!("{prefix}/{name}"), bytes);
+    }
+}
+
+#[test]
+fn eval_control_and_eval_text_read_their_inputs_from_s3() {
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("evals");
+    let ep = moto.endpoint.as_str();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let r = remote(ep, "s3://evals");
+
+    // Controllability: reference build output, generated images and predicted label maps
+    // on the store give the local numbers and the local per-sample CSV.
+    let reference = d.join("ref");
+    run_ok(&[
+        "build",
+        "--source",
+        "demo",
+        "--condition",
+        "canny,seg",
+        "--resolution",
+        "96",
+        "--image-format",
+        "png",
+        "--out",
+        reference.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let (gen, seg) = (d.join("gen"), d.join("seg"));
+    let n = export(&reference, "image", &gen);
+    assert!(n >= 4);
+    export(&reference, "seg", &seg);
+    upload(&r, &reference, "ref");
+    upload(&r, &gen, "gen");
+    upload(&r, &seg, "seg");
+    let control = |cond: &str, reference: &str, gen: &str, per_sample: &str| {
+        let o = run_ok(&[
+            "eval",
+            "control",
+            "--condition",
+            cond,
+            "--reference",
+            reference,
+            "--gen",
+            gen,
+            "--per-sample",
+            per_sample,
+            "--json",
+            "--s3-endpoint",
+            ep,
+        ]);
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for (cond, local_gen, url_gen) in [
+        ("canny", &gen, "s3://evals/gen"),
+        ("seg", &seg, "s3://evals/seg"),
+    ] {
+        let csv = d.join(format!("{cond}.csv"));
+        let want = control(
+            cond,
+            reference.to_str().unwrap(),
+            local_gen.to_str().unwrap(),
+            csv.to_str().unwrap(),
+        );
+        let j: serde_json::Value = serde_json::from_str(&want).unwrap();
+        assert_eq!(j["n"].as_u64(), Some(n as u64), "{want}");
+        let got = control(
+            cond,
+            "s3://evals/ref",
+            url_gen,
+            &format!("s3://evals/control/{cond}.csv"),
+        );
+        assert_eq!(got, want, "{cond}");
+        assert!(get(&r, &format!("control/{cond}.csv")) == std::fs::read(&csv).unwrap());
+    }
+    let e = stderr(&run(&[
+        "eval",
+        "control",
+        "--condition",
+        "canny",
+        "--reference",
+        "s3://evals/nope",
+        "--gen",
+        "s3://evals/gen",
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("--reference s3://evals/nope: no objects at or under this URL"),
+        "{e}"
+    );
+    let e = stderr(&run(&[
+        "eval",
+        "control",
+        "--condition",
+        "canny",
+        "--reference",
+        "s3://evals/gen",
+        "--gen",
+        "s3://evals/gen",
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("s3://evals/gen has no dataset.json: --reference must be a finished `prep build` output"),
+        "{e}"
+    );
+    let e = stderr(&run(&[
+        "eval",
+        "control",
+        "--condition",
+        "canny",
+        "--reference",
+        "s3://evals/ref",
+        "--gen",
+        "s3://evals/gen",
+        "--keep",
+        "s3://evals/keep",
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains(
+            "prep eval control --keep s3://evals/keep: this argument takes local paths only"
+        ),
+        "{e}"
+    );
+
+    // Prompts: a text file and a build output (data/*.parquet, `text` column) on the store.
+    let cache = d.join("cache");
+    ok(prep_in(
+        &cache,
+        &[
+            "models",
+            "add",
+            "textfx",
+            "--file",
+            fixture("text_fx.onnx").to_str().unwrap(),
+            "--like",
+            "clip-vit-l14-text",
+        ],
+    ));
+    let tok =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generate/pipeline/tokenizer");
+    let pf = d.join("prompts.txt");
+    std::fs::write(&pf, "a photo of a cat\n\na red house by the sea\n").unwrap();
+    put(&r, "p/prompts.txt", std::fs::read(&pf).unwrap());
+    let text = |prompts: &str, out: &str| {
+        ok(prep_in(
+            &cache,
+            &[
+                "eval",
+                "text",
+                "--prompts",
+                prompts,
+                "--model",
+                "textfx",
+                "--tokenizer",
+                tok.to_str().unwrap(),
+                "--out",
+                out,
+                "--s3-endpoint",
+                ep,
+            ],
+        ))
+    };
+    for (local, url) in [
+        (pf.clone(), "s3://evals/p/prompts.txt".to_string()),
+        (reference.clone(), "s3://evals/ref".to_string()),
+        (
+            PathBuf::from(format!("{}:text", reference.display())),
+            "s3://evals/ref:text".to_string(),
+        ),
+    ] {
+        let want = d.join("t.npy");
+        text(local.to_str().unwrap(), want.to_str().unwrap());
+        text(&url, "s3://evals/t/t.npy");
+        assert!(get(&r, "t/t.npy") == std::fs::read(&want).unwrap(), "{url}");
+    }
+    let e = err(prep_in(
+        &cache,
+        &[
+            "eval",
+            "text",
+            "--prompts",
+            "s3://evals/p/nope.txt",
+            "--model",
+            "textfx",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--out",
+            d.join("x.npy").to_str().unwrap(),
+            "--s3-endpoint",
+            ep,
+        ],
+    ));
+    assert!(
+        e.contains("--prompts s3://evals/p/nope.txt: no objects at or under this URL"),
+        "{e}"
+    );
+}

@@ -214,7 +214,6 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         }
         EvalCommand::Features(a) => features(&a),
         EvalCommand::Text(a) => {
-            objstore::refuse_url("prep eval text", "--prompts", &a.prompts)?;
             let reg = crate::models::Registry::load()?;
             let entry = reg.get(&a.model)?;
             let path = a
@@ -229,7 +228,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             };
             let mut enc =
                 text::TextEncoder::open(entry, &path, a.tokenizer.as_deref(), cache_dir, &opts)?;
-            let prompts = text::read_prompts(&a.prompts)?;
+            let prompts = text::read_prompts(&a.prompts, &a.store.options())?;
             if prompts.is_empty() {
                 bail!("{}: no prompts", a.prompts.display());
             }
@@ -255,15 +254,8 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Control(a) => {
-            for (flag, p) in [
-                ("--reference", Some(&a.reference)),
-                ("--gen", Some(&a.gen)),
-                ("--keep", a.keep.as_ref()),
-                ("--per-sample", a.per_sample.as_ref()),
-            ] {
-                if let Some(p) = p {
-                    objstore::refuse_url("prep eval control", flag, p)?;
-                }
+            if let Some(p) = &a.keep {
+                objstore::refuse_url("prep eval control", "--keep", p)?;
             }
             let r = control::run(&a)?;
             if a.json {
