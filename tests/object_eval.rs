@@ -883,3 +883,157 @@ fn eval_control_and_eval_text_read_their_inputs_from_s3() {
         "{e}"
     );
 }
+
+/// An image server on loopback: `/ok/NAME` serves a JPEG, `/flaky` answers 502 while
+/// `broken` is set and the JPEG otherwise, anything else 404.
+fn image_server(broken: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let body = jpeg(&photo(80, 60, 5));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let ok = path.starts_with("/ok/")
+                || (path == "/flaky" && !broken.load(std::sync::atomic::Ordering::SeqCst));
+            let (status, b): (&str, &[u8]) = if ok {
+                ("200 OK", &body)
+            } else if path == "/flaky" {
+                ("502 Bad Gateway", b"down")
+            } else {
+                ("404 Not Found", b"no")
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b.len()
+            );
+            let _ = conn.write_all(b);
+        }
+    });
+    base
+}
+
+#[test]
+fn fetch_retry_failed_on_s3_merges_recovered_rows_like_a_local_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("runs");
+    let ep = moto.endpoint.as_str();
+    let broken = Arc::new(AtomicBool::new(true));
+    let b = image_server(broken.clone());
+    let t = tempfile::tempdir().unwrap();
+    let meta = t.path().join("meta.parquet");
+    {
+        use arrow_array::{ArrayRef, RecordBatch, StringArray};
+        let urls: Vec<String> = ["/ok/a.jpg", "/flaky", "/404", "/ok/b.jpg"]
+            .iter()
+            .map(|p| format!("{b}{p}"))
+            .collect();
+        let caps: Vec<String> = (0..4).map(|i| format!("caption {i}")).collect();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("URL", Arc::new(StringArray::from(urls)) as ArrayRef),
+            ("TEXT", Arc::new(StringArray::from(caps)) as ArrayRef),
+        ])
+        .unwrap();
+        let f = std::fs::File::create(&meta).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    let local = t.path().join("local");
+    let fetch = |out: &str| {
+        let mut a = vec![
+            "fetch",
+            "--source",
+            "laion",
+            "--input",
+            meta.to_str().unwrap(),
+            "--out",
+            out,
+            "--allow-network",
+            "127.0.0.1/32",
+            "--retries",
+            "0",
+            "--quiet",
+        ];
+        if out.starts_with("s3://") {
+            a.extend(["--s3-endpoint", ep]);
+        }
+        run_ok(&a);
+    };
+    let retry = |out: &str| {
+        let mut a = vec![
+            "fetch",
+            "--retry-failed",
+            out,
+            "--errors",
+            "http_5xx",
+            "--allow-network",
+            "127.0.0.1/32",
+            "--quiet",
+        ];
+        if out.starts_with("s3://") {
+            a.extend(["--s3-endpoint", ep]);
+        }
+        stderr(&run_ok(&a))
+    };
+    let r = remote(ep, "s3://runs/run");
+    for out in [local.to_str().unwrap(), "s3://runs/run"] {
+        broken.store(true, Ordering::SeqCst);
+        fetch(out);
+        broken.store(false, Ordering::SeqCst);
+        let e = retry(out);
+        assert!(e.contains("retried 1 row(s) of classes [http_5xx] in 1 shard(s): 1 recovered, 0 still failing"), "{out}: {e}");
+    }
+    // The rewritten shard on the store is the local one, byte for byte; status rows and
+    // the manifest's totals agree.
+    let data = get(&r, "data/part-00000.parquet");
+    assert!(data == std::fs::read(local.join("data/part-00000.parquet")).unwrap());
+    let p = t.path().join("remote-data.parquet");
+    std::fs::write(&p, &data).unwrap();
+    let keys: Vec<String> = read_rows(&p).0.into_iter().map(|r| r.key).collect();
+    assert_eq!(
+        keys,
+        ["laion/000000000", "laion/000000001", "laion/000000003"]
+    );
+    let stats: serde_json::Value =
+        serde_json::from_slice(&get(&r, "stats/part-00000.json")).unwrap();
+    assert_eq!(stats["rows"], 3);
+    assert_eq!(
+        stats["parquet"]["sha256"].as_str().unwrap(),
+        prep::eval::extract::sha256_hex(&data),
+        "the stats name the data that is there"
+    );
+    let m: serde_json::Value = serde_json::from_slice(&get(&r, "dataset.json")).unwrap();
+    assert_eq!(m["rows"], 3);
+    // Nothing left to retry: a second pass changes nothing.
+    let e = retry("s3://runs/run");
+    assert!(e.contains("retried 0 row(s)"), "{e}");
+    assert!(get(&r, "data/part-00000.parquet") == data);
+    // A URL without a run names it.
+    let e = stderr(&run(&[
+        "fetch",
+        "--retry-failed",
+        "s3://runs/nope",
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("s3://runs/nope has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build"),
+        "{e}"
+    );
+}
