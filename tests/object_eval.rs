@@ -367,6 +367,65 @@ features = "g2.npy"
         );
     }
 
+    // Nights recorded at once by several processes: none is lost. A run either records its
+    // night (and it is in the final history) or is told that another run changed the
+    // history and to re-run — never a silent overwrite of the other's rows.
+    let nights = [
+        "2024-06-01",
+        "2024-06-02",
+        "2024-06-03",
+        "2024-06-04",
+        "2024-06-05",
+    ];
+    let children: Vec<_> = nights
+        .iter()
+        .map(|n| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_prep"))
+                .env("PREP_CACHE", std::env::temp_dir().join("prep-test-cache"))
+                .args([
+                    "eval",
+                    "run",
+                    "--config",
+                    remote_cfg.to_str().unwrap(),
+                    "--night",
+                    n,
+                    "--s3-endpoint",
+                    ep,
+                ])
+                .stderr(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<(bool, String)> = children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            (o.status.success(), stderr(&o))
+        })
+        .collect();
+    std::fs::write(&hist, get(&r, "study/history.parquet")).unwrap();
+    let recorded: std::collections::BTreeSet<String> = prep::study::history::read(&hist)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.night)
+        .collect();
+    for (n, (ok, e)) in nights.iter().zip(&outcomes) {
+        if *ok {
+            assert!(
+                recorded.contains(*n),
+                "{n} succeeded but its rows were lost"
+            );
+        } else {
+            assert!(
+                e.contains("was changed by another run while night") && e.contains("re-run"),
+                "{n}: {e}"
+            );
+        }
+    }
+    assert!(outcomes.iter().any(|(ok, _)| *ok));
+
     // A study scoring images with `[study] feature_cache` on the store: the first worker
     // computes, a fresh one (empty $PREP_CACHE) reads every row, with the same history rows.
     for (set, shift) in [("real", 0u32), ("gen", 60)] {
@@ -441,6 +500,35 @@ images = "gen"
     assert_eq!(rows1, rows2);
     assert_eq!(r.list("fc").unwrap().len(), 24);
     assert!(!d.join("w2/features").exists());
+    // An unreachable cache fails before anything is scored or recorded.
+    let text = std::fs::read_to_string(&img_cfg).unwrap();
+    std::fs::write(
+        &img_cfg,
+        text.replace("s3://evals/fc", "s3://no-such-bucket/fc")
+            .replace("s3://evals/img/", "s3://evals/img2/"),
+    )
+    .unwrap();
+    let e = err(prep_in(
+        &d.join("w2"),
+        &[
+            "eval",
+            "run",
+            "--config",
+            img_cfg.to_str().unwrap(),
+            "--night",
+            "2024-05-01",
+            "--s3-endpoint",
+            ep,
+        ],
+    ));
+    assert!(
+        e.contains(
+            "[study] feature_cache s3://no-such-bucket/fc: the feature cache is not reachable"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("computed"), "{e}");
+    assert!(r.list("img2").unwrap().is_empty());
 
     // Bad URLs fail before anything is scored, naming the setting.
     let bad = d.join("study-bad.toml");

@@ -390,14 +390,15 @@ pub fn run(
     }
 
     // --- feature model, reference ---
-    let cache = match places
-        .feature_cache
-        .clone()
-        .or_else(|| st.feature_cache.as_ref().map(|p| resolve_loc(base, p)))
-    {
-        Some(loc) => FeatureCache::open(&loc, &places.remote, "feature cache")
-            .with_context(|| format!("{cname}: [study] feature_cache / --feature-cache"))?,
-        None => FeatureCache::default_location(),
+    let cache = match (&places.feature_cache, &st.feature_cache) {
+        (Some(loc), _) => FeatureCache::open(loc, &places.remote, "--feature-cache")?,
+        (None, Some(loc)) => FeatureCache::open(
+            &resolve_loc(base, loc),
+            &places.remote,
+            "[study] feature_cache",
+        )
+        .with_context(|| cname.to_string())?,
+        (None, None) => FeatureCache::default_location(),
     };
     let mut model = match &cfg.features {
         Some(f) if needs_model => Some(OnnxFeatures::open(f, &resolve(base, &f.model))?),
