@@ -529,10 +529,8 @@ fn index_parquet(rows: &[RowRef]) -> Result<Vec<u8>> {
 pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
     let sizes = parse_sizes(&a.sizes)?;
     let opts = a.store.options();
-    if is_url_path(&a.out) {
-        // Scheme, bucket and endpoint checked before the dataset is read.
-        crate::sink::remote::Remote::open_read(&a.out.to_string_lossy(), &opts, "--out")?;
-    }
+    // Scheme, bucket, endpoint and reachability checked before the dataset is read.
+    crate::eval::objstore::check_out_url(&a.out, &opts, "--out")?;
     let dataset = Input::open_as(&a.dataset, &opts, "DATASET")?;
     let files = data_files(&dataset)?;
     let mut rows = read_rows(&dataset, &files, a.seed, a.stratify.as_deref())?;

@@ -555,6 +555,21 @@ images = "gen"
         e.contains("--out ftp://host/x: unsupported scheme ftp://"),
         "{e}"
     );
+    let e = stderr(&run(&[
+        "eval",
+        "run",
+        "--config",
+        plain.to_str().unwrap(),
+        "--out",
+        "s3://no-such-bucket/x",
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("--out s3://no-such-bucket/x: the object store is not reachable"),
+        "{e}"
+    );
+    assert!(e.contains("check the bucket exists"), "{e}");
 }
 
 /// A dataset laid out like `prep build`'s: data/part-NNNNN.parquet with `key` and `source`
@@ -746,6 +761,22 @@ fn subset_reads_a_dataset_on_s3_and_writes_the_bytes_of_a_local_run() {
     ]));
     assert!(
         e.contains("--out s3://: no bucket name") || e.contains("--out s3://: not a valid URL"),
+        "{e}"
+    );
+    let e = stderr(&run(&[
+        "subset",
+        ds.to_str().unwrap(),
+        "--sizes",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        "s3://no-such-bucket/s",
+        "--s3-endpoint",
+        ep,
+    ]));
+    assert!(
+        e.contains("--out s3://no-such-bucket/s: the object store is not reachable"),
         "{e}"
     );
     assert!(!d.join("x").exists());

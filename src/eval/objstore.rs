@@ -50,6 +50,19 @@ pub fn write_out(path: &Path, bytes: &[u8], opts: &RemoteOptions) -> Result<()> 
     })
 }
 
+/// Check an output URL before any work: its scheme, bucket and endpoint, and (one LIST
+/// request) that the bucket is there and the credentials can list it. Local paths pass.
+pub fn check_out_url(path: &Path, opts: &RemoteOptions, flag: &str) -> Result<()> {
+    if !is_url_path(path) {
+        return Ok(());
+    }
+    let url = path.to_string_lossy();
+    let r = Remote::open_read(&url, opts, flag)?;
+    r.any_under("")
+        .with_context(|| format!("{flag} {url}: the object store is not reachable"))?;
+    Ok(())
+}
+
 /// [`super::io::read_features`] of a local path or an object.
 pub fn read_features(path: &Path, opts: &RemoteOptions) -> Result<super::io::Features> {
     if !is_url_path(path) {

@@ -134,10 +134,8 @@ pub fn run_config(
             config.display()
         ),
     };
-    if super::objstore::is_url_path(&out) {
-        // Scheme, bucket and endpoint checked before anything is computed.
-        crate::sink::remote::Remote::open_read(&out.to_string_lossy(), remote, "--out")?;
-    }
+    // Scheme, bucket, endpoint and reachability checked before anything is computed.
+    super::objstore::check_out_url(&out, remote, "--out")?;
     let which = compute::parse_metrics(&cfg.metrics.join(","))
         .with_context(|| format!("{}: `metrics`", config.display()))?;
     if cfg.entries.is_empty() {

@@ -375,7 +375,7 @@ pub fn run(
         }
     }
 
-    // URLs are checked (scheme, bucket, endpoint) before anything is scored.
+    // URLs are checked (scheme, bucket, endpoint, reachable) before anything is scored.
     for (what, loc) in [
         ("[study] history", Some(&st.history)),
         (
@@ -383,8 +383,8 @@ pub fn run(
             places.out.as_ref().or(st.out.as_ref()),
         ),
     ] {
-        if let Some(l) = loc.filter(|l| crate::eval::objstore::is_url_path(l)) {
-            crate::sink::remote::Remote::open_read(&l.to_string_lossy(), &places.remote, what)
+        if let Some(l) = loc {
+            crate::eval::objstore::check_out_url(l, &places.remote, what)
                 .with_context(|| cname.to_string())?;
         }
     }
