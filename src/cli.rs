@@ -597,8 +597,9 @@ pub struct EvalControlArgs {
     /// Condition: depth, hed, sketch, canny, keypose or seg.
     #[arg(long)]
     pub condition: String,
-    /// The `prep build` output the generation was conditioned on.
-    #[arg(long, value_name = "DIR")]
+    /// The `prep build` output the generation was conditioned on (a directory or an
+    /// s3://, gs://, az:// URL).
+    #[arg(long, value_name = "DIR|URL")]
     pub reference: PathBuf,
     /// Generated images (KEY.png, re-extracted with the reference's pipeline), a `prep build`
     /// output of them, or (seg) a directory of predicted label maps.
@@ -617,12 +618,16 @@ pub struct EvalControlArgs {
     /// keypose from a model reference: keypoints scoring at least this count as labelled.
     #[arg(long, default_value_t = 0.3)]
     pub keypoint_threshold: f32,
-    /// Keep the re-extracted conditions here (default: a temporary directory, removed).
+    /// Keep the re-extracted conditions here, a local directory (default: a temporary
+    /// directory, removed).
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
-    /// Per-sample values as CSV (key, value, ssim).
+    /// Per-sample values as CSV (key, value, ssim); a local path or an object-store URL.
     #[arg(long, value_name = "F.csv")]
     pub per_sample: Option<PathBuf>,
+    /// For --reference, --gen and --per-sample on object stores.
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
     #[arg(long)]
     pub threads: Option<usize>,
     #[arg(long, default_value_t = 8)]
@@ -728,8 +733,8 @@ pub struct EvalRunArgs {
     /// Evaluation config (pipelines/eval-*.toml).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Output directory (overrides the config's `out`).
-    #[arg(long, value_name = "DIR")]
+    /// Output directory or s3://, gs://, az:// prefix (overrides the config's `out`).
+    #[arg(long, value_name = "DIR|URL")]
     pub out: Option<PathBuf>,
     /// Print the result rows as JSON on stdout.
     #[arg(long)]
@@ -738,6 +743,13 @@ pub struct EvalRunArgs {
     /// UTC). Re-running a night replaces its rows in the history.
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub night: Option<String>,
+    /// Study configs: the feature cache, a directory or an s3://, gs://, az:// prefix
+    /// (overrides `[study] feature_cache`) [default: $PREP_CACHE/features].
+    #[arg(long, value_name = "DIR|URL", env = "PREP_FEATURE_CACHE")]
+    pub feature_cache: Option<PathBuf>,
+    /// For --out, the history and the feature cache on object stores.
+    #[command(flatten)]
+    pub store: ReadStoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -781,10 +793,14 @@ pub struct FeatureModelArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: crate::runtime::Device,
-    /// Do not read or write the feature cache ($PREP_CACHE/features).
+    /// Do not read or write the feature cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// For s3:// inputs and --out (eval features/stats/fid/metrics).
+    /// The feature cache: a directory, or an s3://, gs://, az:// prefix shared by many eval
+    /// workers [default: $PREP_CACHE/features].
+    #[arg(long, value_name = "DIR|URL", env = "PREP_FEATURE_CACHE")]
+    pub feature_cache: Option<PathBuf>,
+    /// For s3:// inputs, --out and --feature-cache (eval features/stats/fid/metrics).
     #[command(flatten)]
     pub store: ReadStoreArgs,
 }

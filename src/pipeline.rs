@@ -1405,13 +1405,42 @@ pub const RETRYABLE: [&str; 7] = [
     "truncated",
 ];
 
+/// A local file with the contents of `rel` under `store`: the file itself, or (object
+/// store) a temporary download, removed on drop.
+fn local_view(
+    store: &OutStore,
+    rel: &str,
+) -> Result<(std::path::PathBuf, Option<tempfile::TempPath>)> {
+    let Some(r) = store.remote() else {
+        return Ok((store.path(rel), None));
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("prep-retry-")
+        .tempfile()
+        .context("cannot create a temporary file for --retry-failed")?
+        .into_temp_path();
+    if !r.download_to(rel, &tmp)? {
+        bail!("{} does not exist", r.url(rel));
+    }
+    Ok((tmp.to_path_buf(), Some(tmp)))
+}
+
 /// Re-try the failed rows (of the given classes) of an earlier run in `out` and merge the
 /// successes into their shards, in their original positions. Each affected shard is
 /// rewritten whole and committed atomically, as on a first run.
+///
+/// `out` may be an object-store URL: status and data objects are read through temporary
+/// downloads, and a rewritten shard goes up as whole objects, data and status first and
+/// its stats last (overwriting: the shard was committed before). Run it once the workers
+/// are done (the output has its dataset.json); a reader that lists the shard while it is
+/// rewritten may see the new data with the previous stats for that moment.
 pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result<RetrySummary> {
     use futures_util::StreamExt;
-    crate::eval::objstore::refuse_url("prep fetch", "--retry-failed", out)?;
-    let store = OutStore::new(out);
+    let store = if sink::remote::is_url(&out.to_string_lossy()) {
+        OutStore::open(out, &opts.remote)?
+    } else {
+        OutStore::new(out)
+    };
     let m = manifest::read(&store)?.with_context(|| {
         format!("{} has no dataset.json; --retry-failed takes the output directory of an earlier prep fetch/build", out.display())
     })?;
@@ -1437,7 +1466,9 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
         if !sink::shard_complete(&store, k, &fingerprint)? {
             continue; // an unfinished shard is completed by re-running the original command
         }
-        let status = sink::parquet::read_status(&store.path(&sink::status_rel(k)))?;
+        let (path, _tmp) = local_view(&store, &sink::status_rel(k))?;
+        let status = sink::parquet::read_status(&path)
+            .with_context(|| store.display_rel(&sink::status_rel(k)))?;
         if status.iter().any(wanted) {
             affected.insert(k, status);
         }
@@ -1529,7 +1560,7 @@ pub fn retry_failed(out: &Path, classes: &[String], opts: &RunOptions) -> Result
             std::collections::HashMap::new();
         {
             use arrow_array::cast::AsArray;
-            let path = store.path(&sink::data_rel(k));
+            let (path, _tmp) = local_view(&store, &sink::data_rel(k))?;
             let file = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             let reader =

@@ -48,7 +48,8 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::eval::io::write_atomic;
+use crate::eval::objstore::{is_url_path, local_file, write_out};
+use crate::input_store::{Input, ParquetInput};
 
 /// Domain separator of the rank hash (bump the version if the definition ever changes).
 pub const RANK_DOMAIN: &[u8] = b"prep-subset-v1\0";
@@ -62,7 +63,8 @@ Examples:
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct SubsetArgs {
-    /// A built dataset (the `--out` of `prep build`: DATASET/data/*.parquet).
+    /// A built dataset (the `--out` of `prep build`: DATASET/data/*.parquet), a directory
+    /// or an s3://, gs://, az:// URL.
     pub dataset: PathBuf,
     /// Comma-separated training subset sizes: 1000, 1k, 2.5k, 1m, or `all` (the whole
     /// training pool).
@@ -83,9 +85,13 @@ pub struct SubsetArgs {
     /// `COLUMN:WIDTH` bins a float column by ⌊value / WIDTH⌋).
     #[arg(long, value_name = "COLUMN[:WIDTH]")]
     pub stratify: Option<String>,
-    /// Output directory for subsets.json and the index files.
+    /// Output directory (or s3://, gs://, az:// prefix) for subsets.json and the index
+    /// files.
     #[arg(long)]
     pub out: PathBuf,
+    /// For a DATASET, --out or --pin-val on an object store.
+    #[command(flatten)]
+    pub store: crate::cli::ReadStoreArgs,
 }
 
 /// The rank of `key` under `seed` (see the module docs).
@@ -302,41 +308,46 @@ fn stratum_values(col: &ArrayRef, strat: &Strat, file: &Path) -> Result<Vec<Opti
     Ok(out)
 }
 
-/// The data files of a built dataset, sorted (the order `index` counts in).
-pub fn data_files(dataset: &Path) -> Result<Vec<PathBuf>> {
-    let dir = dataset.join("data");
-    let rd = std::fs::read_dir(&dir).with_context(|| {
-        format!(
+/// The data files of a built dataset (local or on an object store), relative to it and
+/// sorted (the order `index` counts in).
+pub fn data_files(dataset: &Input) -> Result<Vec<String>> {
+    if !dataset.is_dir("data")? {
+        bail!(
             "{}: no data/ directory; pass the --out directory of `prep build` (Parquet output)",
-            dataset.display()
-        )
-    })?;
-    let mut files = Vec::new();
-    for e in rd {
-        let p = e
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
-        if p.extension().and_then(|x| x.to_str()) == Some("parquet") {
-            files.push(p);
-        }
+            dataset.display("")
+        );
     }
-    files.sort();
+    let files: Vec<String> = dataset
+        .files("data")?
+        .into_iter()
+        .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
+        .collect();
     if files.is_empty() {
         bail!(
             "{}: no Parquet shards (data/*.parquet); subsets need a Parquet dataset (prep build without --format webdataset)",
-            dir.display()
+            dataset.display("data")
         );
     }
     Ok(files)
 }
 
 /// Read keys (and the stratify column) of every row, in data-file order.
-pub fn read_rows(files: &[PathBuf], seed: u64, stratify: Option<&str>) -> Result<Vec<RowRef>> {
+/// Files are read through `dataset` (on an object store by ranged GETs: the footer and
+/// the key/stratify column chunks only).
+pub fn read_rows(
+    dataset: &Input,
+    rels: &[String],
+    seed: u64,
+    stratify: Option<&str>,
+) -> Result<Vec<RowRef>> {
     let strat = stratify.map(parse_stratify).transpose()?;
+    let files: Vec<PathBuf> = rels
+        .iter()
+        .map(|r| PathBuf::from(dataset.display(r)))
+        .collect();
     let mut rows = Vec::new();
     for (si, f) in files.iter().enumerate() {
-        let file =
-            std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+        let file = ParquetInput::open(dataset, &rels[si])?;
         let b = ParquetRecordBatchReaderBuilder::try_new(file)
             .with_context(|| format!("{}: not a readable Parquet file", f.display()))?;
         let schema = b.schema().clone();
@@ -426,7 +437,7 @@ pub fn read_rows(files: &[PathBuf], seed: u64, stratify: Option<&str>) -> Result
             }
         }
     }
-    check_unique(&rows, files)?;
+    check_unique(&rows, &files)?;
     Ok(rows)
 }
 
@@ -517,15 +528,20 @@ fn index_parquet(rows: &[RowRef]) -> Result<Vec<u8>> {
 /// Run `prep subset`; returns the manifest (also written to OUT/subsets.json).
 pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
     let sizes = parse_sizes(&a.sizes)?;
-    let files = data_files(&a.dataset)?;
-    let mut rows = read_rows(&files, a.seed, a.stratify.as_deref())?;
+    let opts = a.store.options();
+    // Scheme, bucket, endpoint and reachability checked before the dataset is read.
+    crate::eval::objstore::check_out_url(&a.out, &opts, "--out")?;
+    let dataset = Input::open_as(&a.dataset, &opts, "DATASET")?;
+    let files = data_files(&dataset)?;
+    let mut rows = read_rows(&dataset, &files, a.seed, a.stratify.as_deref())?;
     let num_rows = rows.len() as u64;
     order(&mut rows, a.stratify.is_some());
     let val = match &a.pin_val {
         None => ValSpec::Count(a.val),
         Some(p) => {
+            let copy = local_file(p, &opts, "--pin-val")?;
             let prev: SubsetManifest = serde_json::from_slice(
-                &std::fs::read(p)
+                &std::fs::read(copy.path())
                     .with_context(|| format!("--pin-val {}: cannot read", p.display()))?,
             )
             .with_context(|| format!("--pin-val {}: not a subsets.json", p.display()))?;
@@ -550,20 +566,21 @@ pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
         }
     };
     let splits = split(&rows, val, &sizes)?;
-    let abs: Vec<String> = files
-        .iter()
-        .map(|f| {
-            std::path::absolute(f)
-                .unwrap_or_else(|_| f.clone())
-                .display()
-                .to_string()
-        })
-        .collect();
-    let manifest_path = a.dataset.join("dataset.json");
-    let dataset_manifest_sha256 = match std::fs::read(&manifest_path) {
-        Ok(b) => Some(hex::encode(Sha256::digest(&b))),
-        Err(_) => None,
+    // Absolute paths locally, URLs on an object store.
+    let absolute = |name: String| -> String {
+        if is_url_path(Path::new(&name)) {
+            return name;
+        }
+        std::path::absolute(&name)
+            .map(|p| p.display().to_string())
+            .unwrap_or(name)
     };
+    let abs: Vec<String> = files.iter().map(|f| absolute(dataset.display(f))).collect();
+    let dataset_manifest_sha256 = dataset
+        .read_opt("dataset.json")
+        .ok()
+        .flatten()
+        .map(|b| hex::encode(Sha256::digest(&b)));
     let mut entries = BTreeMap::new();
     for (name, part) in &splits {
         let file = if name == "val" {
@@ -571,7 +588,9 @@ pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
         } else {
             format!("train-{name}.parquet")
         };
-        write_atomic(&a.out.join(&file), &index_parquet(part)?)?;
+        // Index files before subsets.json, which names them (each one whole object on a
+        // store; temp + rename locally).
+        write_out(&a.out.join(&file), &index_parquet(part)?, &opts)?;
         let strata = a.stratify.as_ref().map(|_| {
             let mut m = BTreeMap::new();
             for r in part.iter() {
@@ -598,7 +617,7 @@ pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
     }
     let m = SubsetManifest {
         prep_version: env!("CARGO_PKG_VERSION").to_string(),
-        dataset: std::path::absolute(&a.dataset).unwrap_or_else(|_| a.dataset.clone()).display().to_string(),
+        dataset: absolute(a.dataset.display().to_string()),
         dataset_manifest_sha256,
         data_files: abs,
         num_rows,
@@ -610,7 +629,7 @@ pub fn run(a: &SubsetArgs) -> Result<SubsetManifest> {
     };
     let mut json = serde_json::to_vec_pretty(&m)?;
     json.push(b'\n');
-    write_atomic(&a.out.join("subsets.json"), &json)?;
+    write_out(&a.out.join("subsets.json"), &json, &opts)?;
     Ok(m)
 }
 

@@ -11,7 +11,6 @@
 //! their key (file stem for image folders), so `prep generate`'s `KEY.png` files match.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -22,9 +21,9 @@ use serde::Serialize;
 use crate::cli::EvalControlArgs;
 use crate::condition::{seg_palette, ConditionKind};
 use crate::config::{KeyposeFrom, SourceKind};
+use crate::input_store::{Input, ParquetInput};
 use crate::metrics::control::{self, IouAccumulator, Keypoints, PoseImage};
 use crate::pipeline::{self, RunOptions};
-use crate::sink::LocalStore;
 
 /// One row's condition map (encoded) and persons.
 struct CondRow {
@@ -65,15 +64,44 @@ fn match_key(key: &str) -> String {
     }
 }
 
-/// key → row of a build output's `column` (and `keypoints` when asked).
-fn read_build(dir: &Path, column: &str, persons: bool) -> Result<BTreeMap<String, CondRow>> {
-    let files = super::images::parquet_shards(dir)?;
+/// The data shards of a build output (local or on an object store), sorted.
+fn shards(dir: &Input) -> Result<Vec<String>> {
+    let files: Vec<String> = dir
+        .files("data")?
+        .into_iter()
+        .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
+        .collect();
+    if files.is_empty() {
+        bail!(
+            "{}: no Parquet shards (data/*.parquet); pass a `prep build` output",
+            dir.display("data")
+        );
+    }
+    Ok(files)
+}
+
+/// key → row of a build output's `column` (and `keypoints` when asked). Only those columns
+/// (and `key`) are read: on an object store, by ranged GETs of their column chunks.
+fn read_build(dir: &Input, column: &str, persons: bool) -> Result<BTreeMap<String, CondRow>> {
     let mut rows = BTreeMap::new();
-    for f in files {
-        let file = File::open(&f).with_context(|| format!("cannot open {}", f.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{}: not a readable Parquet file", f.display()))?
-            .build()?;
+    for rel in shards(dir)? {
+        let f = PathBuf::from(dir.display(&rel));
+        let b = ParquetRecordBatchReaderBuilder::try_new(ParquetInput::open(dir, &rel)?)
+            .with_context(|| format!("{}: not a readable Parquet file", f.display()))?;
+        let want: Vec<&str> = ["key", column]
+            .into_iter()
+            .chain(persons.then_some("keypoints"))
+            .collect();
+        let roots: Vec<usize> = b
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, fd)| want.contains(&fd.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+        let reader = b.with_projection(mask).build()?;
         for batch in reader {
             let batch = batch.with_context(|| format!("cannot read {}", f.display()))?;
             let keys = batch
@@ -141,22 +169,23 @@ fn read_build(dir: &Path, column: &str, persons: bool) -> Result<BTreeMap<String
     Ok(rows)
 }
 
-/// key → map of a directory of label/colour maps (segmentation predictions).
-fn read_map_dir(dir: &Path) -> Result<BTreeMap<String, CondRow>> {
+/// key → map of a directory (or prefix) of label/colour maps (segmentation predictions):
+/// the `*.png` directly in it.
+fn read_map_dir(dir: &Input) -> Result<BTreeMap<String, CondRow>> {
     let mut rows = BTreeMap::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+    let files: Vec<String> = dir
+        .files("")?
+        .into_iter()
+        .filter(|f| !f.contains('/') && f.to_ascii_lowercase().ends_with(".png"))
         .collect();
-    files.sort();
-    for p in files {
-        let stem = p
+    // 16 requests in flight on an object store.
+    for (rel, bytes) in files.iter().zip(dir.read_many_opt(&files)) {
+        let bytes = bytes?.with_context(|| format!("{} vanished while read", dir.display(rel)))?;
+        let stem = Path::new(rel)
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
         rows.insert(
             stem,
             CondRow {
@@ -237,7 +266,12 @@ fn extract(
         device: a.device,
         auto: false,
         lease: pipeline::DEFAULT_LEASE,
-        remote: Default::default(),
+        // The images are read from --gen (maybe a URL); the output is a local directory.
+        remote: if super::objstore::is_url_path(&a.gen) {
+            a.store.options()
+        } else {
+            Default::default()
+        },
     };
     let s = pipeline::build(&cfg, out, &opts)
         .with_context(|| format!("re-extracting {} from {}", kind.name(), a.gen.display()))?;
@@ -258,12 +292,22 @@ pub fn run(a: &EvalControlArgs) -> Result<ControlReport> {
     if matches!(kind, ConditionKind::Color) {
         bail!("--condition color: controllability is defined for depth, hed, sketch, canny, keypose and seg");
     }
-    let reference = crate::manifest::read(&LocalStore::new(&a.reference))?.with_context(|| {
+    let opts = a.store.options();
+    let ref_dir = Input::open_as(&a.reference, &opts, "--reference")?;
+    let gen_dir = Input::open_as(&a.gen, &opts, "--gen")?;
+    let manifest = ref_dir.read_opt("dataset.json")?.with_context(|| {
         format!(
             "{} has no dataset.json: --reference must be a finished `prep build` output",
             a.reference.display()
         )
     })?;
+    let reference: crate::manifest::Manifest =
+        serde_json::from_slice(&manifest).with_context(|| {
+            format!(
+                "{} is not a prep dataset manifest; --reference must be a `prep build` output",
+                ref_dir.display("dataset.json")
+            )
+        })?;
     if !reference.config.conditions.contains(&kind) {
         bail!(
             "{} was built without --condition {} (it has {})",
@@ -278,10 +322,10 @@ pub fn run(a: &EvalControlArgs) -> Result<ControlReport> {
         ..Default::default()
     };
     let mut temp: Option<PathBuf> = None;
-    let gen_rows = if a.gen.join("data").is_dir() {
-        read_build(&a.gen, kind.name(), persons)?
+    let gen_rows = if gen_dir.is_dir("data")? {
+        read_build(&gen_dir, kind.name(), persons)?
     } else if kind == ConditionKind::Seg {
-        read_map_dir(&a.gen)?
+        read_map_dir(&gen_dir)?
     } else {
         let out = match &a.keep {
             Some(p) => p.clone(),
@@ -297,12 +341,12 @@ pub fn run(a: &EvalControlArgs) -> Result<ControlReport> {
         };
         extract(a, &reference, kind, &out)?;
         report.extracted = a.keep.clone();
-        read_build(&out, kind.name(), persons)?
+        read_build(&Input::Local(out), kind.name(), persons)?
     };
     if let Some(t) = temp {
         let _ = std::fs::remove_dir_all(t);
     }
-    let ref_rows = read_build(&a.reference, kind.name(), persons)?;
+    let ref_rows = read_build(&ref_dir, kind.name(), persons)?;
     report.unmatched_reference = ref_rows
         .keys()
         .filter(|k| !gen_rows.contains_key(*k))
@@ -420,7 +464,7 @@ pub fn run(a: &EvalControlArgs) -> Result<ControlReport> {
         let bytes = per_sample
             .into_inner()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        super::io::write_atomic(p, &bytes)?;
+        super::objstore::write_out(p, &bytes, &opts)?;
     }
     Ok(report)
 }

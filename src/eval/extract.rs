@@ -8,11 +8,17 @@
 //! [`FeatureCache`] stores one feature row per (image sha256, model key) under
 //! `ROOT/<model key>/<first 2 hex of image sha>/<image sha>.f32` (raw little-endian f32,
 //! written atomically), so re-scoring after one new checkpoint only runs the model on images
-//! it has not seen. The model key is the sha256 of the model file, suffixed with the
+//! it has not seen. ROOT is a local directory (`$PREP_CACHE/features` by default) or an
+//! object-store prefix (`--feature-cache s3://…`, `PREP_FEATURE_CACHE`, `[study]
+//! feature_cache`) that many eval workers share: per chunk of images the lookups go out
+//! together and the computed rows go up together, [`CACHE_REQUESTS_IN_FLIGHT`] requests in
+//! flight, each row one whole-object PUT (entries are content-addressed, so two workers
+//! writing one entry write the same bytes; no conditional create is needed). The model key is the sha256 of the model file, suffixed with the
 //! preprocessing variant when a model has several (e.g. `…:clean`), so a cached row is
 //! always the output of exactly these weights and this preprocessing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use faer::Mat;
@@ -22,6 +28,7 @@ use rayon::prelude::*;
 
 use crate::eval::images::ImageSet;
 use crate::eval::io::write_atomic;
+use crate::sink::remote::{is_url, Remote, RemoteOptions};
 
 /// Image batch → features. Implementations must be deterministic and batch-size
 /// independent (the same image gives the same row in any batch).
@@ -38,11 +45,22 @@ pub trait FeatureExtractor {
     fn extract(&mut self, images: &[image::RgbImage]) -> Result<Vec<Vec<f32>>>;
 }
 
-/// Feature rows on disk, keyed by (model key, image sha256).
+/// Feature rows keyed by (model key, image sha256): a local directory, or a prefix on an
+/// object store that a fleet of eval workers shares.
 #[derive(Debug, Clone)]
 pub struct FeatureCache {
-    root: PathBuf,
+    root: CacheRoot,
 }
+
+#[derive(Debug, Clone)]
+enum CacheRoot {
+    Dir(PathBuf),
+    Store(Arc<Remote>),
+}
+
+/// Requests in flight per chunk when the cache is on an object store (lookups, then
+/// uploads of the rows computed): per-image requests are latency-bound, not bandwidth-bound.
+pub const CACHE_REQUESTS_IN_FLIGHT: usize = 32;
 
 /// What [`features_for_images`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,9 +80,22 @@ fn check_key(key: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A cached row's bytes → the row, if it holds exactly `dim` values (a torn or foreign
+/// entry is a miss).
+fn row_of(bytes: &[u8], dim: usize) -> Option<Vec<f32>> {
+    (bytes.len() == dim * 4).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
 impl FeatureCache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FeatureCache { root: root.into() }
+        FeatureCache {
+            root: CacheRoot::Dir(root.into()),
+        }
     }
 
     /// `$PREP_CACHE/features` (or the XDG cache), next to the models.
@@ -72,43 +103,118 @@ impl FeatureCache {
         Self::new(crate::source::cache_dir().join("features"))
     }
 
-    fn entry(&self, model_key: &str, image_sha: &str) -> Result<PathBuf> {
+    /// A cache directory, or an `s3://`, `gs://`, `az://` prefix (`flag` names the
+    /// setting in messages). A URL costs one LIST request at open, so that a missing
+    /// bucket or wrong credentials fail before any feature is computed (a missing object
+    /// is a miss, and some stores answer a GET in a missing bucket that way too).
+    pub fn open(location: &Path, opts: &RemoteOptions, flag: &str) -> Result<Self> {
+        let s = location.to_string_lossy();
+        if !is_url(&s) {
+            return Ok(Self::new(location));
+        }
+        let r = Remote::open_read(&s, opts, flag)?;
+        r.any_under("")
+            .with_context(|| format!("{flag} {s}: the feature cache is not reachable"))?;
+        Ok(FeatureCache {
+            root: CacheRoot::Store(Arc::new(r)),
+        })
+    }
+
+    /// Where the cache is, as the user named it.
+    pub fn location(&self) -> String {
+        match &self.root {
+            CacheRoot::Dir(d) => d.display().to_string(),
+            CacheRoot::Store(r) => r.url(""),
+        }
+    }
+
+    /// The object store's request counts, when the cache is on one.
+    pub fn requests(&self) -> Option<&crate::sink::remote::RequestCounts> {
+        match &self.root {
+            CacheRoot::Dir(_) => None,
+            CacheRoot::Store(r) => Some(r.requests()),
+        }
+    }
+
+    /// `<model key>/<first 2 hex>/<image sha>.f32` (`:` in the key becomes `_`).
+    fn rel(model_key: &str, image_sha: &str) -> Result<String> {
         check_key(model_key, "model key")?;
         check_key(image_sha, "image sha256")?;
         let model_dir = model_key.replace(':', "_");
         let prefix = image_sha.get(..2).unwrap_or(image_sha);
-        Ok(self
-            .root
-            .join(model_dir)
-            .join(prefix)
-            .join(format!("{image_sha}.f32")))
+        Ok(format!("{model_dir}/{prefix}/{image_sha}.f32"))
     }
 
     /// The cached row, if present and of length `dim` (a torn or foreign entry is a miss).
     pub fn get(&self, model_key: &str, image_sha: &str, dim: usize) -> Result<Option<Vec<f32>>> {
-        let p = self.entry(model_key, image_sha)?;
-        let bytes = match std::fs::read(&p) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read cache entry {}", p.display()))
-            }
-        };
-        if bytes.len() != dim * 4 {
-            return Ok(None);
-        }
-        Ok(Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        let mut v = self.get_many(model_key, &[image_sha.to_string()], dim)?;
+        Ok(v.pop().flatten())
+    }
+
+    /// [`FeatureCache::get`] of many images, in order; on an object store the lookups run
+    /// concurrently ([`CACHE_REQUESTS_IN_FLIGHT`] in flight).
+    pub fn get_many(
+        &self,
+        model_key: &str,
+        image_shas: &[String],
+        dim: usize,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let rels = image_shas
+            .iter()
+            .map(|sha| Self::rel(model_key, sha))
+            .collect::<Result<Vec<_>>>()?;
+        match &self.root {
+            CacheRoot::Dir(root) => rels
+                .iter()
+                .map(|rel| {
+                    let p = root.join(rel);
+                    match std::fs::read(&p) {
+                        Ok(b) => Ok(row_of(&b, dim)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(e)
+                            .with_context(|| format!("cannot read cache entry {}", p.display())),
+                    }
+                })
                 .collect(),
-        ))
+            CacheRoot::Store(r) => r
+                .get_many(&rels, CACHE_REQUESTS_IN_FLIGHT)
+                .into_iter()
+                .map(|got| {
+                    Ok(got
+                        .context("feature cache lookup")?
+                        .and_then(|b| row_of(&b, dim)))
+                })
+                .collect(),
+        }
     }
 
     pub fn put(&self, model_key: &str, image_sha: &str, row: &[f32]) -> Result<()> {
-        let p = self.entry(model_key, image_sha)?;
-        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-        write_atomic(&p, &bytes)
+        self.put_many(model_key, &[(image_sha.to_string(), row.to_vec())])
+    }
+
+    /// Store rows (image sha, row): locally each written atomically (temp + rename); on an
+    /// object store each one whole-object PUT, [`CACHE_REQUESTS_IN_FLIGHT`] in flight. The
+    /// key is the content, so concurrent writers of one entry write the same bytes, and a
+    /// PUT replaces a torn or foreign entry that read as a miss.
+    pub fn put_many(&self, model_key: &str, rows: &[(String, Vec<f32>)]) -> Result<()> {
+        let items = rows
+            .iter()
+            .map(|(sha, row)| {
+                let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Ok((Self::rel(model_key, sha)?, bytes))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match &self.root {
+            CacheRoot::Dir(root) => {
+                for (rel, bytes) in items {
+                    write_atomic(&root.join(rel), &bytes)?;
+                }
+                Ok(())
+            }
+            CacheRoot::Store(r) => r
+                .put_many(items, CACHE_REQUESTS_IN_FLIGHT)
+                .context("cannot store computed features in the feature cache"),
+        }
     }
 }
 
@@ -150,11 +256,12 @@ pub fn features_for_set(
     set.for_each_chunk(chunk, |items| {
         let shas: Vec<String> = items.iter().map(|it| sha256_hex(&it.bytes)).collect();
         let mut todo: Vec<usize> = Vec::new();
-        for (j, sha) in shas.iter().enumerate() {
-            let hit = match cache {
-                Some(c) => c.get(&key, sha, dim)?,
-                None => None,
-            };
+        // One concurrent lookup of the whole chunk (latency-bound on an object store).
+        let hits = match cache {
+            Some(c) => c.get_many(&key, &shas, dim)?,
+            None => vec![None; shas.len()],
+        };
+        for (j, hit) in hits.into_iter().enumerate() {
             match hit {
                 Some(r) => {
                     report.hits += 1;
@@ -166,6 +273,7 @@ pub fn features_for_set(
         // Decoding of batch k + 1 runs on a helper thread (at lower priority, so inference
         // keeps the cores) while the model runs batch k.
         let parts: Vec<&[usize]> = todo.chunks(extractor.batch_size().max(1)).collect();
+        let mut fresh: Vec<(String, Vec<f32>)> = Vec::new();
         let decode_part = |part: &[usize]| -> Result<Vec<image::RgbImage>> {
             part.iter()
                 .map(|&j| decode(&items[j].bytes, &items[j].name))
@@ -219,12 +327,16 @@ pub fn features_for_set(
                         items[j].name
                     );
                 }
-                if let Some(c) = cache {
-                    c.put(&key, &shas[j], &row)?;
-                }
                 put_row(&mut m, next + j, &row)?;
+                if cache.is_some() {
+                    fresh.push((shas[j].clone(), row));
+                }
                 report.computed += 1;
             }
+        }
+        // The chunk's new rows go up together (concurrently on an object store).
+        if let Some(c) = cache {
+            c.put_many(&key, &fresh)?;
         }
         next += items.len();
         progress(next);

@@ -75,9 +75,18 @@ impl FeatureModel {
         let extractor =
             onnx_features::OnnxExtractor::open(entry, path, &opts, fm.preprocess, fm.batch_size)?;
         let sha256 = extract::FeatureExtractor::model_key(&extractor);
+        let cache = match (&fm.feature_cache, fm.no_cache) {
+            (_, true) => None,
+            (Some(loc), false) => Some(extract::FeatureCache::open(
+                loc,
+                &fm.store.options(),
+                "--feature-cache",
+            )?),
+            (None, false) => Some(extract::FeatureCache::default_location()),
+        };
         Ok(FeatureModel {
             extractor,
-            cache: (!fm.no_cache).then(extract::FeatureCache::default_location),
+            cache,
             name: name.to_string(),
             sha256,
             remote: fm.store.options(),
@@ -111,6 +120,11 @@ impl FeatureModel {
             x.nrows(),
             x.ncols()
         );
+        if let Some(c) = &self.cache {
+            if let Some(n) = c.requests() {
+                eprintln!("feature cache {}: {}", c.location(), n.describe());
+            }
+        }
         Ok(io::Features {
             x,
             dtype: io::Dtype::F32,
@@ -177,16 +191,13 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Fid(a) => fid(&a),
         EvalCommand::Run(a) => {
             objstore::refuse_url("prep eval run", "--config", &a.config)?;
-            if let Some(o) = &a.out {
-                objstore::refuse_url("prep eval run", "--out", o)?;
-            }
             if let Some(text) = crate::study::nightly::study_text(&a.config)? {
-                let r = crate::study::nightly::run(
-                    &a.config,
-                    &text,
-                    a.night.as_deref(),
-                    a.out.as_deref(),
-                )?;
+                let places = crate::study::nightly::RunPlaces {
+                    out: a.out.clone(),
+                    feature_cache: a.feature_cache.clone(),
+                    remote: a.store.options(),
+                };
+                let r = crate::study::nightly::run(&a.config, &text, a.night.as_deref(), &places)?;
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&r)?);
                 }
@@ -195,7 +206,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             if let Some(n) = &a.night {
                 bail!("--night {n}: {} is not a study config (no [study] table); only studies keep a history", a.config.display());
             }
-            let rows = run::run_config(&a.config, a.out.as_deref())?;
+            let rows = run::run_config(&a.config, a.out.as_deref(), &a.store.options())?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             }
@@ -203,7 +214,6 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         }
         EvalCommand::Features(a) => features(&a),
         EvalCommand::Text(a) => {
-            objstore::refuse_url("prep eval text", "--prompts", &a.prompts)?;
             let reg = crate::models::Registry::load()?;
             let entry = reg.get(&a.model)?;
             let path = a
@@ -218,7 +228,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             };
             let mut enc =
                 text::TextEncoder::open(entry, &path, a.tokenizer.as_deref(), cache_dir, &opts)?;
-            let prompts = text::read_prompts(&a.prompts)?;
+            let prompts = text::read_prompts(&a.prompts, &a.store.options())?;
             if prompts.is_empty() {
                 bail!("{}: no prompts", a.prompts.display());
             }
@@ -244,15 +254,8 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             Ok(())
         }
         EvalCommand::Control(a) => {
-            for (flag, p) in [
-                ("--reference", Some(&a.reference)),
-                ("--gen", Some(&a.gen)),
-                ("--keep", a.keep.as_ref()),
-                ("--per-sample", a.per_sample.as_ref()),
-            ] {
-                if let Some(p) = p {
-                    objstore::refuse_url("prep eval control", flag, p)?;
-                }
+            if let Some(p) = &a.keep {
+                objstore::refuse_url("prep eval control", "--keep", p)?;
             }
             let r = control::run(&a)?;
             if a.json {

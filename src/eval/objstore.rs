@@ -1,16 +1,19 @@
-//! Object-store URLs (`s3://`, `gs://`, `az://`) in `prep eval features|stats|fid|metrics|text`.
+//! Object-store URLs (`s3://`, `gs://`, `az://`) in `prep eval`, `subset` and `report`.
 //!
-//! - Reading: a `.npy`/`.npz` object is streamed to a temporary file, read, and the file
-//!   removed (arrays are read whole anyway); image sets on object stores (a build output
-//!   or a `.parquet` object, `[:COLUMN]`) are read by ranged GETs through
-//!   [`crate::eval::images::ImageSet`], never downloaded whole.
-//! - Writing: `--out s3://…/F.npy` is written to a temporary file and uploaded as one PUT
-//!   (multipart above 8 MiB); an object appears whole or not at all.
-//! - The feature cache stays local ($PREP_CACHE/features).
+//! - Reading: a `.npy`/`.npz` object (or prompts file, `--pin-val`, history) is streamed to
+//!   a temporary file, read, and the file removed (these are read whole anyway); image sets
+//!   and build outputs on object stores (`eval features|stats|fid|metrics`, `eval control
+//!   --reference/--gen`, `eval text --prompts`, `subset DATASET`) are read by ranged GETs of
+//!   the columns needed through [`crate::input_store::ParquetInput`], never downloaded whole.
+//! - Writing: `--out s3://…/F.npy` (and metrics.json/csv, index files, subsets.json,
+//!   per-sample CSVs) is written to a temporary file and uploaded as one PUT (multipart
+//!   above 8 MiB); an object appears whole or not at all.
+//! - The feature cache may be a prefix on a store shared by many workers
+//!   ([`crate::eval::extract::FeatureCache::open`], `--feature-cache URL`).
 //!
-//! Arguments that do not take URLs (`eval run`, `eval control`, `eval text --prompts`,
-//! `report`, `subset`, `build --config`) are refused up front by [`refuse_url`], and any
-//! other local-only write by [`super::io::write_atomic`], with a message that says so.
+//! Arguments that do not take URLs (`build --config`, `eval run --config`, `eval control
+//! --keep`) are refused up front by [`refuse_url`], and any other local-only write by
+//! [`super::io::write_atomic`], with a message that says so.
 
 use std::path::Path;
 
@@ -47,6 +50,19 @@ pub fn write_out(path: &Path, bytes: &[u8], opts: &RemoteOptions) -> Result<()> 
     })
 }
 
+/// Check an output URL before any work: its scheme, bucket and endpoint, and (one LIST
+/// request) that the bucket is there and the credentials can list it. Local paths pass.
+pub fn check_out_url(path: &Path, opts: &RemoteOptions, flag: &str) -> Result<()> {
+    if !is_url_path(path) {
+        return Ok(());
+    }
+    let url = path.to_string_lossy();
+    let r = Remote::open_read(&url, opts, flag)?;
+    r.any_under("")
+        .with_context(|| format!("{flag} {url}: the object store is not reachable"))?;
+    Ok(())
+}
+
 /// [`super::io::read_features`] of a local path or an object.
 pub fn read_features(path: &Path, opts: &RemoteOptions) -> Result<super::io::Features> {
     if !is_url_path(path) {
@@ -74,7 +90,7 @@ pub fn load_stats(path: &Path, opts: &RemoteOptions) -> Result<crate::metrics::S
 pub fn refuse_url(cmd: &str, flag: &str, path: &Path) -> Result<()> {
     if is_url_path(path) {
         anyhow::bail!(
-            "{cmd} {flag} {}: this argument takes local paths only (object-store URLs are taken by build/fetch --input/--out, inspect, eval features/stats/fid/metrics, eval text --out and report); copy it to or from local disk with your cloud's CLI",
+            "{cmd} {flag} {}: this argument takes local paths only (object-store URLs are taken by every data, output, feature-cache and report argument: build/fetch --input/--out/--retry-failed, status, finalize, inspect, subset, eval features/stats/fid/metrics/text/control --reference/--gen, eval run --out and report, but not by config files or eval control --keep); copy it to or from local disk with your cloud's CLI",
             path.display()
         );
     }

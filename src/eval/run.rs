@@ -115,7 +115,11 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 /// Run the config; returns the rows (also written to OUT/metrics.json and OUT/metrics.csv).
-pub fn run_config(config: &Path, out_override: Option<&Path>) -> Result<Vec<Row>> {
+pub fn run_config(
+    config: &Path,
+    out_override: Option<&Path>,
+    remote: &crate::sink::remote::RemoteOptions,
+) -> Result<Vec<Row>> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let cfg: EvalConfig = toml::from_str(&text)
@@ -123,12 +127,15 @@ pub fn run_config(config: &Path, out_override: Option<&Path>) -> Result<Vec<Row>
     let base = config.parent().unwrap_or(Path::new("."));
     let out = match (out_override, &cfg.out) {
         (Some(o), _) => o.to_path_buf(),
+        (None, Some(o)) if super::objstore::is_url_path(o) => o.clone(),
         (None, Some(o)) => resolve(base, o),
         (None, None) => bail!(
             "{}: no `out` directory (or pass --out DIR)",
             config.display()
         ),
     };
+    // Scheme, bucket, endpoint and reachability checked before anything is computed.
+    super::objstore::check_out_url(&out, remote, "--out")?;
     let which = compute::parse_metrics(&cfg.metrics.join(","))
         .with_context(|| format!("{}: `metrics`", config.display()))?;
     if cfg.entries.is_empty() {
@@ -266,8 +273,9 @@ pub fn run_config(config: &Path, out_override: Option<&Path>) -> Result<Vec<Row>
     };
     let mut json = serde_json::to_vec_pretty(&report)?;
     json.push(b'\n');
-    io::write_atomic(&out.join("metrics.json"), &json)?;
-    io::write_atomic(&out.join("metrics.csv"), &csv_bytes(&rows)?)?;
+    // Locally atomic (temp + rename); on an object store each file is one whole object.
+    super::objstore::write_out(&out.join("metrics.json"), &json, remote)?;
+    super::objstore::write_out(&out.join("metrics.csv"), &csv_bytes(&rows)?, remote)?;
     eprintln!(
         "wrote {} and metrics.csv ({} rows)",
         out.join("metrics.json").display(),

@@ -4,7 +4,6 @@
 //! file or a `prep build` / `prep generate` output (`PATH[:COLUMN]`, default `text`, or
 //! `prompt` when there is no `text` column).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,8 +13,10 @@ use faer::Mat;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
+use crate::input_store::{Input, ParquetInput};
 use crate::models::{DecoderKind, ModelEntry};
 use crate::runtime::{Batch, ElemType, Net, RuntimeOptions};
+use crate::sink::remote::RemoteOptions;
 use crate::tokenize::ClipTokenizer;
 
 pub struct TextEncoder {
@@ -161,13 +162,23 @@ impl TextEncoder {
 
 /// Prompts from a text file (one per line) or a Parquet string column (`PATH[:COLUMN]`; a
 /// directory means its `data/*.parquet` shards).
-pub fn read_prompts(spec: &Path) -> Result<Vec<String>> {
+pub fn read_prompts(spec: &Path, opts: &RemoteOptions) -> Result<Vec<String>> {
     let (path, column) = super::images::split_column(spec);
-    let files: Vec<PathBuf> = if path.is_dir() {
-        super::images::parquet_shards(&path)
-            .with_context(|| format!("{}: no data/ directory of Parquet shards", path.display()))?
-    } else if path.extension().is_some_and(|x| x == "parquet") {
-        vec![path.clone()]
+    // A local path or an object-store URL: the same layouts either way.
+    let input = Input::open_as(&path, opts, "--prompts")?;
+    let is_parquet = path.extension().is_some_and(|x| x == "parquet");
+    let files: Vec<String> = if !(is_parquet && input.is_remote()) && input.is_dir("")? {
+        let shards: Vec<String> = input
+            .files("data")?
+            .into_iter()
+            .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
+            .collect();
+        if shards.is_empty() {
+            bail!("{}: no data/ directory of Parquet shards", path.display());
+        }
+        shards
+    } else if is_parquet {
+        vec![String::new()]
     } else {
         if column.is_some() {
             bail!(
@@ -175,14 +186,15 @@ pub fn read_prompts(spec: &Path) -> Result<Vec<String>> {
                 path.display()
             );
         }
-        let text = std::fs::read_to_string(&path)
+        let copy = input.local_copy("")?;
+        let text = std::fs::read_to_string(copy.path())
             .with_context(|| format!("cannot read prompts from {}", path.display()))?;
         return Ok(text.lines().map(str::to_string).collect());
     };
     let mut out = Vec::new();
-    for f in files {
-        let file = File::open(&f).with_context(|| format!("cannot open {}", f.display()))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(file)
+    for rel in files {
+        let f = PathBuf::from(input.display(&rel));
+        let b = ParquetRecordBatchReaderBuilder::try_new(ParquetInput::open(&input, &rel)?)
             .with_context(|| format!("{}: not a readable Parquet file", f.display()))?;
         let schema = b.schema().clone();
         let col = match &column {

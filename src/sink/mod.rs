@@ -304,6 +304,14 @@ impl ParquetSink {
         stats.worker = self.worker.clone();
         let json = serde_json::to_vec_pretty(&stats)?;
         if !self.exclusive {
+            if self.store.is_remote() {
+                // A rewrite of a committed shard (`--retry-failed`): objects appear whole,
+                // the stats (which name the data's sha256) go last.
+                self.store.commit_file(&tmp, &rel)?;
+                self.store.commit_file(&status_tmp, &status_rel)?;
+                self.store.put_atomic(&stats_rel(shard), &json)?;
+                return Ok(stats);
+            }
             self.store.commit_file(&status_tmp, &status_rel)?;
             self.store.put_atomic(&stats_rel(shard), &json)?;
             self.store.commit_file(&tmp, &rel)?;

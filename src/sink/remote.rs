@@ -415,6 +415,31 @@ impl Remote {
             .collect()
     }
 
+    /// Many small objects written at once, each one whole-object PUT overwriting whatever
+    /// is there, at most `concurrency` requests in flight. The first failure is returned
+    /// (naming its URL) after the requests already started have finished.
+    pub fn put_many(&self, items: Vec<(String, Vec<u8>)>, concurrency: usize) -> Result<()> {
+        use futures_util::StreamExt;
+        let rs: Vec<(String, object_store::Result<object_store::PutResult>)> = self.rt.block_on(
+            futures_util::stream::iter(items.into_iter().map(|(rel, bytes)| {
+                let key = self.key(&rel);
+                bump(&self.counts.put);
+                async move { (rel, self.store.put(&key, PutPayload::from(bytes)).await) }
+            }))
+            .buffer_unordered(concurrency.max(1))
+            .collect(),
+        );
+        for (rel, r) in rs {
+            r.with_context(|| {
+                format!(
+                    "cannot write {} (check the bucket exists, the credentials allow writing, and --s3-endpoint)",
+                    self.url(&rel)
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     fn read_result<T>(&self, rel: &str, r: object_store::Result<T>) -> Result<Option<T>> {
         match r {
             Ok(x) => Ok(Some(x)),

@@ -242,6 +242,48 @@ pub fn record(path: &Path, night: &str, study: &str, new: &[HistoryRow]) -> Resu
     Ok(rows.len())
 }
 
+/// [`record`] on a local path or an object-store URL. On a store the history object is
+/// read with its version, the night recorded into a temporary copy, and the result put
+/// back as one whole object conditional on that version (created only if still absent):
+/// if another run wrote the history in between, nothing is overwritten and the error says
+/// to re-run (re-running a night replaces its rows, never duplicates them).
+pub fn record_anywhere(
+    path: &Path,
+    night: &str,
+    study: &str,
+    new: &[HistoryRow],
+    opts: &crate::sink::remote::RemoteOptions,
+) -> Result<usize> {
+    use crate::sink::remote::{PutOutcome, Remote};
+    if !crate::eval::objstore::is_url_path(path) {
+        return record(path, night, study, new);
+    }
+    let url = path.to_string_lossy();
+    let r = Remote::open_read(&url, opts, "[study] history")?;
+    let before = r.get("").with_context(|| {
+        format!("cannot read the history {url} (check the bucket exists, the credentials, and --s3-endpoint)")
+    })?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory for the history")?;
+    let local = dir.path().join("history.parquet");
+    let mode = match before {
+        Some((bytes, version)) => {
+            std::fs::write(&local, bytes)
+                .with_context(|| format!("cannot stage {url} in {}", local.display()))?;
+            object_store::PutMode::Update(version)
+        }
+        None => object_store::PutMode::Create,
+    };
+    let total = record(&local, night, study, new).with_context(|| format!("history {url}"))?;
+    let bytes =
+        std::fs::read(&local).with_context(|| format!("cannot read {}", local.display()))?;
+    match r.put_mode("", bytes, mode)? {
+        PutOutcome::Written(_) => Ok(total),
+        PutOutcome::Exists | PutOutcome::Conflict => bail!(
+            "history {url} was changed by another run while night {night} was recorded; nothing was overwritten: re-run this command (a night's rows are replaced, never duplicated)"
+        ),
+    }
+}
+
 /// Write `rows` as a history file (atomic).
 pub fn write(path: &Path, rows: &[HistoryRow]) -> Result<()> {
     let b = batch(rows)?;

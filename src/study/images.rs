@@ -21,7 +21,7 @@ use faer::Mat;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use crate::eval::extract::{sha256_hex, FeatureCache, FeatureExtractor};
+use crate::eval::extract::{sha256_hex, CacheReport, FeatureCache, FeatureExtractor};
 use crate::eval::preprocess;
 use crate::runtime::{Batch, Net, RuntimeOptions};
 
@@ -318,8 +318,11 @@ impl FeatureExtractor for OnnxFeatures {
 }
 
 /// Features of the first `limit` images of `spec` (cached by image sha256 and model key),
-/// streamed: one batch of decoded images in memory at a time. Every image is also handed to
-/// `also` (e.g. controllability). Returns the feature matrix (one row per image, in order).
+/// streamed: at most one window of `4 × batch` encoded images and one batch of decoded
+/// images in memory. Each window's cache lookups go out together (concurrently when the
+/// cache is on an object store), and the rows computed for it go up together. Every image
+/// is also handed to `also` (e.g. controllability). Returns the feature matrix (one row per
+/// image, in order) and what came from the cache.
 pub fn features(
     ex: &mut dyn FeatureExtractor,
     cache: &FeatureCache,
@@ -327,58 +330,82 @@ pub fn features(
     limit: Option<usize>,
     what: &str,
     also: &mut dyn FnMut(&Blob) -> Result<()>,
-) -> Result<Mat<f64>> {
+) -> Result<(Mat<f64>, CacheReport)> {
     let key = ex.model_key();
     let dim = ex.dim();
     let batch = ex.batch_size().max(1);
     let mut rows: Vec<Option<Vec<f32>>> = Vec::new();
-    // (row index, sha, name, decoded image)
-    let mut pending: Vec<(usize, String, String, image::RgbImage)> = Vec::new();
-    let flush = |ex: &mut dyn FeatureExtractor,
-                 pending: &mut Vec<(usize, String, String, image::RgbImage)>,
-                 rows: &mut Vec<Option<Vec<f32>>>|
+    let mut report = CacheReport::default();
+    // (row index, sha, image) awaiting a cache lookup
+    let mut window: Vec<(usize, String, Blob)> = Vec::new();
+    let mut resolve = |ex: &mut dyn FeatureExtractor,
+                       window: &mut Vec<(usize, String, Blob)>,
+                       rows: &mut Vec<Option<Vec<f32>>>|
      -> Result<()> {
-        if pending.is_empty() {
+        if window.is_empty() {
             return Ok(());
         }
-        let imgs: Vec<image::RgbImage> = pending.iter().map(|p| p.3.clone()).collect();
-        let out = ex.extract(&imgs)?;
-        if out.len() != pending.len() {
-            bail!(
-                "{what}: feature model returned {} rows for {} images",
-                out.len(),
-                pending.len()
-            );
-        }
-        for ((i, sha, name, _), row) in pending.drain(..).zip(out) {
-            if let Some(v) = row.iter().find(|v| !v.is_finite()) {
-                bail!("{what}: feature model returned {v} for image {name}");
+        let shas: Vec<String> = window.iter().map(|w| w.1.clone()).collect();
+        let hits = cache.get_many(&key, &shas, dim)?;
+        let mut fresh: Vec<(String, Vec<f32>)> = Vec::new();
+        let mut pending: Vec<(usize, String, String, image::RgbImage)> = Vec::new();
+        let mut flush = |ex: &mut dyn FeatureExtractor,
+                         pending: &mut Vec<(usize, String, String, image::RgbImage)>,
+                         rows: &mut Vec<Option<Vec<f32>>>|
+         -> Result<()> {
+            if pending.is_empty() {
+                return Ok(());
             }
-            cache.put(&key, &sha, &row)?;
-            rows[i] = Some(row);
+            let imgs: Vec<image::RgbImage> = pending.iter().map(|p| p.3.clone()).collect();
+            let out = ex.extract(&imgs)?;
+            if out.len() != pending.len() {
+                bail!(
+                    "{what}: feature model returned {} rows for {} images",
+                    out.len(),
+                    pending.len()
+                );
+            }
+            for ((i, sha, name, _), row) in pending.drain(..).zip(out) {
+                if let Some(v) = row.iter().find(|v| !v.is_finite()) {
+                    bail!("{what}: feature model returned {v} for image {name}");
+                }
+                fresh.push((sha, row.clone()));
+                rows[i] = Some(row);
+            }
+            Ok(())
+        };
+        for ((i, sha, b), hit) in window.drain(..).zip(hits) {
+            match hit {
+                Some(r) => {
+                    report.hits += 1;
+                    rows[i] = Some(r);
+                }
+                None => {
+                    report.computed += 1;
+                    // Pillow's decoding (libjpeg-turbo for JPEGs), as every eval feature model.
+                    let img = crate::eval::extract::decode(&b.bytes, &b.name)
+                        .with_context(|| what.to_string())?;
+                    pending.push((i, sha, b.name, img));
+                    if pending.len() >= batch {
+                        flush(ex, &mut pending, rows)?;
+                    }
+                }
+            }
         }
-        Ok(())
+        flush(ex, &mut pending, rows)?;
+        cache.put_many(&key, &fresh)
     };
     visit(spec, limit, &mut |b: Blob| {
         also(&b)?;
         let sha = sha256_hex(&b.bytes);
-        let i = rows.len();
-        match cache.get(&key, &sha, dim)? {
-            Some(r) => rows.push(Some(r)),
-            None => {
-                rows.push(None);
-                // Pillow's decoding (libjpeg-turbo for JPEGs), as every eval feature model.
-                let img = crate::eval::extract::decode(&b.bytes, &b.name)
-                    .with_context(|| what.to_string())?;
-                pending.push((i, sha, b.name, img));
-                if pending.len() >= batch {
-                    flush(ex, &mut pending, &mut rows)?;
-                }
-            }
+        window.push((rows.len(), sha, b));
+        rows.push(None);
+        if window.len() >= 4 * batch {
+            resolve(ex, &mut window, &mut rows)?;
         }
         Ok(())
     })?;
-    flush(ex, &mut pending, &mut rows)?;
+    resolve(ex, &mut window, &mut rows)?;
     let mut m = Mat::<f64>::zeros(rows.len(), dim);
     for (i, r) in rows.into_iter().enumerate() {
         let r = r.with_context(|| format!("{what}: no features for image {i}"))?;
@@ -386,7 +413,7 @@ pub fn features(
             m[(i, j)] = v as f64;
         }
     }
-    Ok(m)
+    Ok((m, report))
 }
 
 #[cfg(test)]

@@ -54,8 +54,12 @@ pub struct StudySpec {
     pub name: String,
     /// The history store (created on the first night).
     pub history: PathBuf,
-    /// Per-night metrics.json / metrics.csv go to OUT/NIGHT/.
+    /// Per-night metrics.json / metrics.csv go to OUT/NIGHT/ (a directory or an
+    /// object-store URL, like `history`).
     pub out: Option<PathBuf>,
+    /// The feature cache (a directory or an s3://, gs://, az:// prefix shared by workers);
+    /// `--feature-cache` / `PREP_FEATURE_CACHE` override it [default: $PREP_CACHE/features].
+    pub feature_cache: Option<PathBuf>,
     /// Generated images scored per checkpoint, fixed for the study.
     pub eval_size: usize,
     #[serde(default = "default_metrics")]
@@ -117,6 +121,26 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// [`resolve`] for the settings that may be object-store URLs (history, out, feature cache).
+fn resolve_loc(base: &Path, p: &Path) -> PathBuf {
+    if crate::eval::objstore::is_url_path(p) {
+        p.to_path_buf()
+    } else {
+        resolve(base, p)
+    }
+}
+
+/// Where a night's results and cache live, beyond the config (`prep eval run` flags).
+#[derive(Debug, Clone, Default)]
+pub struct RunPlaces {
+    /// `--out`: overrides `[study] out`.
+    pub out: Option<PathBuf>,
+    /// `--feature-cache` / `PREP_FEATURE_CACHE`: overrides `[study] feature_cache`.
+    pub feature_cache: Option<PathBuf>,
+    /// How object-store URLs are reached (`--s3-endpoint`).
+    pub remote: crate::sink::remote::RemoteOptions,
 }
 
 /// The config's text if it describes a study (has a `[study]` table); `None` otherwise
@@ -226,8 +250,9 @@ pub fn run(
     config: &Path,
     text: &str,
     night: Option<&str>,
-    out_override: Option<&Path>,
+    places: &RunPlaces,
 ) -> Result<NightReport> {
+    let out_override = places.out.as_deref();
     let cfg: StudyConfig = toml::from_str(text)
         .with_context(|| format!("{}: invalid study config", config.display()))?;
     let night = night.map(str::to_string).unwrap_or_else(history::today_utc);
@@ -336,8 +361,45 @@ pub fn run(
         ..MetricOptions::default()
     };
 
+    if let Some(o) = st
+        .out
+        .as_ref()
+        .filter(|o| crate::eval::objstore::is_url_path(o))
+    {
+        if let Some(c) = cfg.checkpoints.iter().find(|c| c.path.is_some()) {
+            bail!(
+                "{cname}: [study] out = {}: checkpoint {:?} is generated, and generated images are written under OUT/NIGHT/generated on local disk; keep `out` a local directory and pass --out URL for the night's metrics",
+                o.display(),
+                c.name
+            );
+        }
+    }
+
+    // URLs are checked (scheme, bucket, endpoint, reachable) before anything is scored.
+    for (what, loc) in [
+        ("[study] history", Some(&st.history)),
+        (
+            "--out / [study] out",
+            places.out.as_ref().or(st.out.as_ref()),
+        ),
+    ] {
+        if let Some(l) = loc {
+            crate::eval::objstore::check_out_url(l, &places.remote, what)
+                .with_context(|| cname.to_string())?;
+        }
+    }
+
     // --- feature model, reference ---
-    let cache = FeatureCache::default_location();
+    let cache = match (&places.feature_cache, &st.feature_cache) {
+        (Some(loc), _) => FeatureCache::open(loc, &places.remote, "--feature-cache")?,
+        (None, Some(loc)) => FeatureCache::open(
+            &resolve_loc(base, loc),
+            &places.remote,
+            "[study] feature_cache",
+        )
+        .with_context(|| cname.to_string())?,
+        (None, None) => FeatureCache::default_location(),
+    };
     let mut model = match &cfg.features {
         Some(f) if needs_model => Some(OnnxFeatures::open(f, &resolve(base, &f.model))?),
         _ => None,
@@ -363,8 +425,14 @@ pub fn run(
                 None => Ok(()),
             }
         };
-        let x = images::features(m, &cache, spec, limit, what, &mut also)
+        let (x, got) = images::features(m, &cache, spec, limit, what, &mut also)
             .with_context(|| what.to_string())?;
+        eprintln!(
+            "{what}: {} computed, {} from the feature cache {}",
+            got.computed,
+            got.hits,
+            cache.location()
+        );
         Ok(Features {
             x,
             dtype: Dtype::F32,
@@ -538,17 +606,22 @@ pub fn run(
             st.eval_size
         );
     }
-    let hist = resolve(base, &st.history);
-    let total = history::record(&hist, &night, &st.name, &rows)?;
+    let hist = resolve_loc(base, &st.history);
+    let total = history::record_anywhere(&hist, &night, &st.name, &rows, &places.remote)?;
     if let Some(out) = out_override
         .map(Path::to_path_buf)
-        .or_else(|| st.out.as_ref().map(|o| resolve(base, o)))
+        .or_else(|| st.out.as_ref().map(|o| resolve_loc(base, o)))
     {
+        // Locally written atomically; on an object store each file is one whole object.
         let dir = out.join(&night);
         let mut json = serde_json::to_vec_pretty(&rows)?;
         json.push(b'\n');
-        io::write_atomic(&dir.join("metrics.json"), &json)?;
-        io::write_atomic(&dir.join("metrics.csv"), &rows_csv(&rows)?)?;
+        crate::eval::objstore::write_out(&dir.join("metrics.json"), &json, &places.remote)?;
+        crate::eval::objstore::write_out(
+            &dir.join("metrics.csv"),
+            &rows_csv(&rows)?,
+            &places.remote,
+        )?;
     }
     eprintln!("{}: night {night}: {} rows (replacing any earlier run of this night); {total} rows in the history", hist.display(), rows.len());
     Ok(NightReport {
