@@ -223,7 +223,14 @@ fn trace_sqrt_pivoted(l: &Mat<f64>, perm: &[usize], sigma2: &Mat<f64>) -> Result
     let s2 = Mat::from_fn(d, d, |i, j| sigma2[(perm[i], perm[j])]);
     // B = (P Σ₂ Pᵀ) L
     let mut b = Mat::<f64>::zeros(d, r);
-    matmul(b.as_mut(), Accum::Replace, s2.as_ref(), l.as_ref(), 1.0, par);
+    matmul(
+        b.as_mut(),
+        Accum::Replace,
+        s2.as_ref(),
+        l.as_ref(),
+        1.0,
+        par,
+    );
     drop(s2);
     // M = Lᵀ B, symmetric: only its lower triangle is formed and read.
     let mut m = Mat::<f64>::zeros(r, r);
