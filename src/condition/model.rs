@@ -565,6 +565,13 @@ impl LoadedModel {
                 .map_err(|_| anyhow::anyhow!("model {}: buffer lock poisoned", self.entry.name))?;
             let (f, int) = &mut *scratch;
             let outs = match &first.data {
+                // A batch of one runs on the image's own buffer (no copy).
+                InputData::F32(d) if n == 1 => {
+                    net.run_split(&self.input_name, &shape, Batch::F32(d), outputs, 1)?
+                }
+                InputData::I32(d) if n == 1 => {
+                    net.run_split(&self.input_name, &shape, Batch::I32(d), outputs, 1)?
+                }
                 InputData::F32(_) => {
                     f.clear();
                     f.reserve(len);
