@@ -9,7 +9,9 @@
 //! 1. **dense → band** (bandwidth [`BAND`]): blocked Householder QR of each column panel
 //!    below the band, `Q = I − V T Vᵀ` (compact WY), and the two-sided trailing update
 //!    `A ← A − V Wᵀ − W Vᵀ` with `W = X − ½ V (Tᵀ Vᵀ X)`, `X = A V T` — all faer GEMMs on
-//!    all cores.
+//!    all cores. Only the lower triangle of A is read or updated (`X` as tril(A)·Y +
+//!    stril(A)ᵀ·Y, the update into the lower triangle only): a third fewer flops than
+//!    updating the full matrix.
 //! 2. **band → tridiagonal**: bulge chasing (Schwarz; the kernels of LAPACK `dsb2st`): each
 //!    sweep annihilates one column with a Householder reflector and chases the bulge it
 //!    creates down the band, one `BAND`-sized block at a time, in a compact band store that
@@ -22,6 +24,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
 
 use faer::{Accum, Mat, Side};
 
@@ -62,7 +65,6 @@ pub fn two_stage(mut a: Mat<f64>, band: usize) -> Result<Vec<f64>> {
         bail!("the matrix has a non-finite entry at ({i}, {j})");
     }
     let band = band.max(1);
-    mirror_lower(&mut a);
     dense_to_band(&mut a, band);
     let mut store = BandStore::from_dense(&a, band);
     drop(a);
@@ -90,22 +92,6 @@ fn first_non_finite(a: &Mat<f64>) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-/// Copy the lower triangle onto the upper one (stage 1 works on the full symmetric
-/// matrix), in tiles so that both the read and the write side stay in cache.
-fn mirror_lower(a: &mut Mat<f64>) {
-    const TILE: usize = 64;
-    let n = a.nrows();
-    for j0 in (0..n).step_by(TILE) {
-        for i0 in (j0..n).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(n) {
-                for i in i0.max(j + 1)..(i0 + TILE).min(n) {
-                    a[(j, i)] = a[(i, j)];
-                }
-            }
-        }
-    }
 }
 
 /// Dot product with four independent accumulators (so the compiler can vectorise it).
@@ -220,8 +206,8 @@ fn dense_to_band(a: &mut Mat<f64>, band: usize) {
             let top = (s + 1).min(m);
             dst[..top].copy_from_slice(&p[s * m..s * m + top]);
         }
-        // (The mirrored upper part of the panel is never read again: later panels and
-        // stage 2 only read the lower band and the trailing block.)
+        // (The upper triangle is never read: later panels and stage 2 only read the lower
+        // band and the lower triangle of the trailing block.)
         if nr == 0 {
             k += band;
             continue;
@@ -235,8 +221,31 @@ fn dense_to_band(a: &mut Mat<f64>, band: usize) {
             .submatrix_mut(0, 0, m, 2 * nr)
             .split_at_col_mut(nr);
         let v = v.as_ref();
+        // A22 is symmetric and only its lower triangle is kept current:
+        // X = tril(A22) Y + stril(A22)ᵀ Y.
         let a22 = a.as_ref().submatrix(k + band, k + band, m, m);
-        matmul(x.as_mut(), Accum::Replace, a22, y.as_ref(), 1.0, par);
+        tri_matmul(
+            x.as_mut(),
+            BlockStructure::Rectangular,
+            Accum::Replace,
+            a22,
+            BlockStructure::TriangularLower,
+            y.as_ref(),
+            BlockStructure::Rectangular,
+            1.0,
+            par,
+        );
+        tri_matmul(
+            x.as_mut(),
+            BlockStructure::Rectangular,
+            Accum::Add,
+            a22.transpose(),
+            BlockStructure::StrictTriangularUpper,
+            y.as_ref(),
+            BlockStructure::Rectangular,
+            1.0,
+            par,
+        );
         let mut vtx = Mat::<f64>::zeros(nr, nr);
         matmul(
             vtx.as_mut(),
@@ -256,14 +265,18 @@ fn dense_to_band(a: &mut Mat<f64>, band: usize) {
             par,
         );
         matmul(x.as_mut(), Accum::Add, v, z.as_ref(), -0.5, par);
-        // [V W] [W V]ᵀ = V Wᵀ + W Vᵀ in one GEMM of inner size 2·nr.
+        // [V W] [W V]ᵀ = V Wᵀ + W Vᵀ in one GEMM of inner size 2·nr, lower triangle only
+        // (half the flops of the full update; the upper triangle is never read).
         wv.as_mut().submatrix_mut(0, 0, m, nr).copy_from(x.as_ref());
         wv.as_mut().submatrix_mut(0, nr, m, nr).copy_from(v);
-        matmul(
+        tri_matmul(
             a.as_mut().submatrix_mut(k + band, k + band, m, m),
+            BlockStructure::TriangularLower,
             Accum::Add,
             uw.as_ref().submatrix(0, 0, m, 2 * nr),
+            BlockStructure::Rectangular,
             wv.as_ref().submatrix(0, 0, m, 2 * nr).transpose(),
+            BlockStructure::Rectangular,
             -1.0,
             par,
         );
