@@ -390,7 +390,11 @@ pub fn read_stats_npz(path: &Path) -> Result<Stats> {
     let stats = Stats {
         mu: Col::from_fn(mu.len(), |i| mu[i]),
         sigma: match sigma.as_slice() {
-            // C order (what NumPy writes): one blocked transposing copy.
+            // C order (what NumPy writes), taken as the column-major Σᵀ: a straight copy
+            // instead of a transposing one. A covariance is symmetric, and the FID route
+            // reads one triangle of Σ₁ and forms one triangle of Lᵀ Σ₂ L anyway, so which
+            // triangle is stored first does not matter (np.cov's Σ is exactly symmetric).
+            Some(s) if r == c => MatRef::from_column_major_slice(s, c, r).to_owned(),
             Some(s) => MatRef::from_row_major_slice(s, r, c).to_owned(),
             None => Mat::from_fn(r, c, |i, j| sigma[[i, j]]),
         },
