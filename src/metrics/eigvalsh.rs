@@ -68,7 +68,7 @@ pub fn two_stage(mut a: Mat<f64>, band: usize) -> Result<Vec<f64>> {
     dense_to_band(&mut a, band);
     let mut store = BandStore::from_dense(&a, band);
     drop(a);
-    store.chase_to_tridiagonal();
+    store.chase_to_tridiagonal_par();
     let (mut d, mut e) = store.tridiagonal();
     // Scale to max |entry| = 1 so that the QL rotations can use a plain sqrt(f² + g²)
     // (no overflow possible; hypot is several times slower), and back.
@@ -321,127 +321,71 @@ impl BandStore {
         j * self.width + (i - j)
     }
 
-    /// Two-sided `D ← H D H` on the diagonal block rows/cols `r0..r0+len` (lower part).
-    fn two_sided(&mut self, r0: usize, v: &[f64], tau: f64, w: &mut Vec<f64>) {
-        let len = v.len();
-        w.clear();
-        w.resize(len, 0.0);
-        // w = τ D v (D symmetric, lower stored)
-        for c in 0..len {
-            let base = self.idx(r0 + c, r0 + c);
-            let col = &self.data[base..base + (len - c)];
-            let vc = v[c];
-            w[c] += col[0] * vc;
-            let mut acc = 0.0;
-            for (t, &d) in col.iter().enumerate().skip(1) {
-                w[c + t] += d * vc;
-                acc += d * v[c + t];
-            }
-            w[c] += acc;
-        }
-        let mut dot = 0.0;
-        for i in 0..len {
-            w[i] *= tau;
-            dot += w[i] * v[i];
-        }
-        let alpha = -0.5 * tau * dot;
-        for i in 0..len {
-            w[i] += alpha * v[i];
-        }
-        // D −= v wᵀ + w vᵀ (lower part)
-        for c in 0..len {
-            let base = self.idx(r0 + c, r0 + c);
-            let (vc, wc) = (v[c], w[c]);
-            let col = &mut self.data[base..base + (len - c)];
-            for (t, d) in col.iter_mut().enumerate() {
-                *d -= v[c + t] * wc + w[c + t] * vc;
-            }
+    /// Stage 2: reduce the band to tridiagonal form by bulge chasing, on one thread.
+    fn chase_to_tridiagonal(&mut self) {
+        let raw = self.raw();
+        let mut bufs = SweepBufs::new(self.band);
+        for st in 0..self.n.saturating_sub(2) {
+            // SAFETY: one thread, and `raw` points into `self.data`, borrowed mutably here.
+            unsafe { sweep(raw, st, &mut bufs, |_| {}, |_| {}) };
         }
     }
 
-    /// Stage 2: reduce the band to tridiagonal form by bulge chasing.
-    fn chase_to_tridiagonal(&mut self) {
-        let n = self.n;
-        let b = self.band;
-        if b < 2 {
-            return; // already tridiagonal
+    /// Stage 2 on two threads: even sweeps on one, odd sweeps on the other, sweep s + 1
+    /// running step k only once sweep s has finished step k + 1. Step k of sweep s
+    /// touches only rows s + 1 + k·b ..= s + (k + 1)·b of the band, so the two threads
+    /// never touch the same entry at once, and every entry sees the same updates in the
+    /// same order as on one thread: the result is bit-identical to [`Self::chase_to_tridiagonal`].
+    fn chase_to_tridiagonal_par(&mut self) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let sweeps = self.n.saturating_sub(2);
+        if self.band < 2 || sweeps < 4 {
+            return self.chase_to_tridiagonal();
         }
-        let mut v = Vec::with_capacity(b);
-        let mut v2 = Vec::with_capacity(b);
-        let mut w = Vec::with_capacity(b);
-        let mut s = vec![0.0; b];
-        for st in 0..n.saturating_sub(2) {
-            // Annihilate column st below its subdiagonal: rows st+1..=r1.
-            let mut r0 = st + 1;
-            let mut r1 = (st + b).min(n - 1);
-            if r1 <= r0 {
-                continue;
-            }
-            let base = self.idx(r0, st);
-            v.clear();
-            v.extend_from_slice(&self.data[base..base + (r1 - r0 + 1)]);
-            let (mut tau, beta) = householder(&mut v);
-            if tau == 0.0 {
-                continue;
-            }
-            self.data[base] = beta;
-            for x in &mut self.data[base + 1..base + (r1 - r0 + 1)] {
-                *x = 0.0;
-            }
-            v[0] = 1.0;
-            self.two_sided(r0, &v, tau, &mut w);
-            loop {
-                let i0 = r1 + 1;
-                if i0 >= n {
-                    break;
-                }
-                let i1 = (r1 + b).min(n - 1);
-                let rows = i1 - i0 + 1;
-                let cols = r1 - r0 + 1;
-                // Right-apply H (columns r0..=r1) to rows i0..=i1: O ← O (I − τ v vᵀ).
-                s[..rows].fill(0.0);
-                for (c, &vc) in v.iter().enumerate().take(cols) {
-                    let base = self.idx(i0, r0 + c);
-                    for (acc, &o) in s.iter_mut().zip(&self.data[base..base + rows]) {
-                        *acc += o * vc;
+        let raw = self.raw();
+        // Steps of each sweep completed so far (usize::MAX once the sweep has ended).
+        let progress: Vec<AtomicUsize> = (0..sweeps).map(|_| AtomicUsize::new(0)).collect();
+        let run = |parity: usize| {
+            let mut bufs = SweepBufs::new(raw.band);
+            for st in (parity..sweeps).step_by(2) {
+                let wait = |k: usize| {
+                    if st == 0 {
+                        return;
                     }
-                }
-                for (c, &vc) in v.iter().enumerate().take(cols) {
-                    let base = self.idx(i0, r0 + c);
-                    let f = tau * vc;
-                    for (o, &acc) in self.data[base..base + rows].iter_mut().zip(&s) {
-                        *o -= f * acc;
+                    let mut spins = 0u32;
+                    while progress[st - 1].load(Ordering::Acquire) < k + 2 {
+                        spins += 1;
+                        if spins < 1 << 12 {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
                     }
-                }
-                // New reflector from the bulge's first column (column r0, rows i0..=i1).
-                let base = self.idx(i0, r0);
-                v2.clear();
-                v2.extend_from_slice(&self.data[base..base + rows]);
-                let (tau2, beta2) = householder(&mut v2);
-                if tau2 == 0.0 {
-                    break;
-                }
-                self.data[base] = beta2;
-                for x in &mut self.data[base + 1..base + rows] {
-                    *x = 0.0;
-                }
-                v2[0] = 1.0;
-                // Left-apply H2 to the other columns of the block.
-                for c in 1..cols {
-                    let base = self.idx(i0, r0 + c);
-                    let col = &mut self.data[base..base + rows];
-                    let dot: f64 = col.iter().zip(&v2).map(|(o, x)| o * x).sum();
-                    let f = tau2 * dot;
-                    for (o, x) in col.iter_mut().zip(&v2) {
-                        *o -= f * x;
-                    }
-                }
-                self.two_sided(i0, &v2, tau2, &mut w);
-                std::mem::swap(&mut v, &mut v2);
-                tau = tau2;
-                r0 = i0;
-                r1 = i1;
+                };
+                let done = |k: usize| progress[st].store(k + 1, Ordering::Release);
+                // SAFETY: see the method's comment — `wait` orders every step after the
+                // steps of the previous sweep that touch the same rows.
+                unsafe { sweep(raw, st, &mut bufs, wait, done) };
+                progress[st].store(usize::MAX, Ordering::Release);
             }
+        };
+        std::thread::scope(|sc| {
+            let other = sc.spawn(|| run(1));
+            run(0);
+            // A panic on the other thread is a bug; propagate it.
+            if let Err(e) = other.join() {
+                std::panic::resume_unwind(e);
+            }
+        });
+    }
+
+    fn raw(&mut self) -> RawBand {
+        RawBand {
+            ptr: self.data.as_mut_ptr(),
+            len: self.data.len(),
+            n: self.n,
+            band: self.band,
+            width: self.width,
         }
     }
 
@@ -459,6 +403,194 @@ impl BandStore {
             })
             .collect();
         (d, e)
+    }
+}
+
+/// The band store's data as a raw pointer, so that two threads can chase bulges in
+/// disjoint rows of it at once.
+#[derive(Clone, Copy)]
+struct RawBand {
+    ptr: *mut f64,
+    len: usize,
+    n: usize,
+    band: usize,
+    width: usize,
+}
+
+// SAFETY: a `RawBand` is only dereferenced through `RawBand::slice`, whose callers
+// guarantee that no two threads use overlapping ranges at once.
+unsafe impl Send for RawBand {}
+unsafe impl Sync for RawBand {}
+
+impl RawBand {
+    #[inline]
+    fn idx(&self, i: usize, j: usize) -> usize {
+        debug_assert!(
+            i >= j && i - j < self.width,
+            "({i}, {j}) outside the band store"
+        );
+        j * self.width + (i - j)
+    }
+
+    /// `data[base..base + len]`.
+    ///
+    /// # Safety
+    /// No other reference to that range may be used while the slice lives.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice<'a>(&self, base: usize, len: usize) -> &'a mut [f64] {
+        assert!(base + len <= self.len, "band store range out of bounds");
+        std::slice::from_raw_parts_mut(self.ptr.add(base), len)
+    }
+}
+
+/// Per-thread buffers of a sweep.
+struct SweepBufs {
+    v: Vec<f64>,
+    v2: Vec<f64>,
+    w: Vec<f64>,
+    s: Vec<f64>,
+}
+
+impl SweepBufs {
+    fn new(band: usize) -> Self {
+        SweepBufs {
+            v: Vec::with_capacity(band),
+            v2: Vec::with_capacity(band),
+            w: Vec::with_capacity(band),
+            s: vec![0.0; band],
+        }
+    }
+}
+
+/// Two-sided `D ← H D H` on the diagonal block rows/cols `r0..r0+len` (lower part).
+///
+/// # Safety
+/// The caller has exclusive use of the rows `r0..r0 + v.len()` of the band.
+unsafe fn two_sided(b: RawBand, r0: usize, v: &[f64], tau: f64, w: &mut Vec<f64>) {
+    let len = v.len();
+    w.clear();
+    w.resize(len, 0.0);
+    // w = τ D v (D symmetric, lower stored)
+    for c in 0..len {
+        let col = b.slice(b.idx(r0 + c, r0 + c), len - c);
+        let vc = v[c];
+        w[c] += col[0] * vc;
+        let mut acc = 0.0;
+        for (t, &d) in col.iter().enumerate().skip(1) {
+            w[c + t] += d * vc;
+            acc += d * v[c + t];
+        }
+        w[c] += acc;
+    }
+    let mut dot = 0.0;
+    for i in 0..len {
+        w[i] *= tau;
+        dot += w[i] * v[i];
+    }
+    let alpha = -0.5 * tau * dot;
+    for i in 0..len {
+        w[i] += alpha * v[i];
+    }
+    // D −= v wᵀ + w vᵀ (lower part)
+    for c in 0..len {
+        let (vc, wc) = (v[c], w[c]);
+        let col = b.slice(b.idx(r0 + c, r0 + c), len - c);
+        for (t, d) in col.iter_mut().enumerate() {
+            *d -= v[c + t] * wc + w[c + t] * vc;
+        }
+    }
+}
+
+/// Sweep `st` of stage 2: annihilate column `st` below its subdiagonal and chase the
+/// bulge down the band. Step 0 works on rows `st+1 ..= st+b`, step k on rows
+/// `st+1+k·b ..= st+(k+1)·b` (and columns of the block before). `wait(k)` is called
+/// before step k, `done(k)` after it.
+///
+/// # Safety
+/// While step k runs, no other thread may touch the rows of step k (`wait` must order it
+/// after any step of another sweep that touches them).
+unsafe fn sweep(
+    b: RawBand,
+    st: usize,
+    bufs: &mut SweepBufs,
+    wait: impl Fn(usize),
+    done: impl Fn(usize),
+) {
+    let n = b.n;
+    let bw = b.band;
+    let SweepBufs { v, v2, w, s } = bufs;
+    let mut r0 = st + 1;
+    let mut r1 = (st + bw).min(n - 1);
+    if r1 <= r0 {
+        return;
+    }
+    wait(0);
+    let base = b.idx(r0, st);
+    let head = b.slice(base, r1 - r0 + 1);
+    v.clear();
+    v.extend_from_slice(head);
+    let (mut tau, beta) = householder(v);
+    if tau == 0.0 {
+        return;
+    }
+    head[0] = beta;
+    head[1..].fill(0.0);
+    v[0] = 1.0;
+    two_sided(b, r0, v, tau, w);
+    done(0);
+    let mut k = 1;
+    loop {
+        let i0 = r1 + 1;
+        if i0 >= n {
+            break;
+        }
+        wait(k);
+        let i1 = (r1 + bw).min(n - 1);
+        let rows = i1 - i0 + 1;
+        let cols = r1 - r0 + 1;
+        // Right-apply H (columns r0..=r1) to rows i0..=i1: O ← O (I − τ v vᵀ).
+        s[..rows].fill(0.0);
+        for (c, &vc) in v.iter().enumerate().take(cols) {
+            let col = b.slice(b.idx(i0, r0 + c), rows);
+            for (acc, &o) in s.iter_mut().zip(col.iter()) {
+                *acc += o * vc;
+            }
+        }
+        for (c, &vc) in v.iter().enumerate().take(cols) {
+            let col = b.slice(b.idx(i0, r0 + c), rows);
+            let f = tau * vc;
+            for (o, &acc) in col.iter_mut().zip(s.iter()) {
+                *o -= f * acc;
+            }
+        }
+        // New reflector from the bulge's first column (column r0, rows i0..=i1).
+        let first = b.slice(b.idx(i0, r0), rows);
+        v2.clear();
+        v2.extend_from_slice(first);
+        let (tau2, beta2) = householder(v2);
+        if tau2 == 0.0 {
+            break;
+        }
+        first[0] = beta2;
+        first[1..].fill(0.0);
+        v2[0] = 1.0;
+        // Left-apply H2 to the other columns of the block.
+        for c in 1..cols {
+            let col = b.slice(b.idx(i0, r0 + c), rows);
+            let dot: f64 = col.iter().zip(v2.iter()).map(|(o, x)| o * x).sum();
+            let f = tau2 * dot;
+            for (o, x) in col.iter_mut().zip(v2.iter()) {
+                *o -= f * x;
+            }
+        }
+        two_sided(b, i0, v2, tau2, w);
+        std::mem::swap(v, v2);
+        tau = tau2;
+        r0 = i0;
+        r1 = i1;
+        done(k);
+        k += 1;
     }
 }
 
@@ -596,6 +728,35 @@ mod tests {
             let want = reference(&a);
             let scale = want.iter().fold(1.0f64, |m, x| m.max(x.abs()));
             assert_close(two_stage(a, band).unwrap(), &want, scale);
+        }
+    }
+
+    /// The two-thread chase performs every entry's updates in the one-thread order: the
+    /// band it leaves is bit-identical, over bands and sizes where sweeps end early, and
+    /// on repeated runs (scheduling must not matter).
+    #[test]
+    fn two_thread_chase_is_bit_identical_to_one_thread() {
+        for &(n, band) in &[(7, 2), (40, 3), (131, 8), (300, 16), (257, 32)] {
+            let mut a = random_symmetric(n, n as u64 * 7 + band as u64);
+            for j in 0..n {
+                for i in 0..j {
+                    a[(i, j)] = a[(j, i)];
+                }
+            }
+            dense_to_band(&mut a, band);
+            let mut one = BandStore::from_dense(&a, band);
+            one.chase_to_tridiagonal();
+            for _ in 0..5 {
+                let mut two = BandStore::from_dense(&a, band);
+                two.chase_to_tridiagonal_par();
+                assert!(
+                    one.data
+                        .iter()
+                        .zip(&two.data)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "n = {n}, band = {band}: the two-thread chase differs"
+                );
+            }
         }
     }
 
