@@ -16,6 +16,8 @@
 //!    sweep annihilates one column with a Householder reflector and chases the bulge it
 //!    creates down the band, one `BAND`-sized block at a time, in a compact band store that
 //!    fits in cache (`n × (2·BAND + 2)` f64; bulges reach `2·BAND − 1` below the diagonal).
+//!    Two threads chase at once — even and odd sweeps, each a block behind the previous
+//!    sweep — with a result bit-identical to one thread.
 //! 3. **tridiagonal → eigenvalues**: implicit QL with Wilkinson shifts (EISPACK `tql1`).
 //!
 //! Every step is an orthogonal similarity (backward stable), so the eigenvalues equal the
