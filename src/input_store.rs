@@ -160,6 +160,16 @@ impl Input {
         Ok(out)
     }
 
+    /// The `data/*.parquet` shards of a `prep build` output (directly under `data/`), in
+    /// [`Input::files`] order; empty when there are none.
+    pub fn data_shards(&self) -> Result<Vec<String>> {
+        Ok(self
+            .files("data")?
+            .into_iter()
+            .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
+            .collect())
+    }
+
     /// The bytes of `rel`, `None` when it does not exist.
     pub fn read_opt(&self, rel: &str) -> Result<Option<Vec<u8>>> {
         match self {

@@ -317,11 +317,7 @@ pub fn data_files(dataset: &Input) -> Result<Vec<String>> {
             dataset.display("")
         );
     }
-    let files: Vec<String> = dataset
-        .files("data")?
-        .into_iter()
-        .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
-        .collect();
+    let files = dataset.data_shards()?;
     if files.is_empty() {
         bail!(
             "{}: no Parquet shards (data/*.parquet); subsets need a Parquet dataset (prep build without --format webdataset)",

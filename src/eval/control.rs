@@ -66,11 +66,7 @@ fn match_key(key: &str) -> String {
 
 /// The data shards of a build output (local or on an object store), sorted.
 fn shards(dir: &Input) -> Result<Vec<String>> {
-    let files: Vec<String> = dir
-        .files("data")?
-        .into_iter()
-        .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
-        .collect();
+    let files = dir.data_shards()?;
     if files.is_empty() {
         bail!(
             "{}: no Parquet shards (data/*.parquet); pass a `prep build` output",

@@ -161,11 +161,7 @@ impl ImageSet {
             return Self::parquet(input, vec![String::new()], column, &spec);
         }
         if input.is_dir("data")? {
-            let files: Vec<String> = input
-                .files("data")?
-                .into_iter()
-                .filter(|f| f.ends_with(".parquet") && !f["data/".len()..].contains('/'))
-                .collect();
+            let files = input.data_shards()?;
             return Self::parquet(input, files, column, &spec);
         }
         if let Some(c) = column {

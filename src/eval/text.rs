@@ -168,11 +168,7 @@ pub fn read_prompts(spec: &Path, opts: &RemoteOptions) -> Result<Vec<String>> {
     let input = Input::open_as(&path, opts, "--prompts")?;
     let is_parquet = path.extension().is_some_and(|x| x == "parquet");
     let files: Vec<String> = if !(is_parquet && input.is_remote()) && input.is_dir("")? {
-        let shards: Vec<String> = input
-            .files("data")?
-            .into_iter()
-            .filter(|f| f.matches('/').count() == 1 && f.ends_with(".parquet"))
-            .collect();
+        let shards = input.data_shards()?;
         if shards.is_empty() {
             bail!("{}: no data/ directory of Parquet shards", path.display());
         }

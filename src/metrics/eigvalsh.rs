@@ -303,7 +303,7 @@ impl BandStore {
         let mut data = vec![0.0; n * width];
         for j in 0..n {
             for i in j..n.min(j + band + 1) {
-                data[j * width + (i - j)] = a[(i, j)];
+                data[band_index(width, i, j)] = a[(i, j)];
             }
         }
         BandStore {
@@ -316,11 +316,7 @@ impl BandStore {
 
     #[inline]
     fn idx(&self, i: usize, j: usize) -> usize {
-        debug_assert!(
-            i >= j && i - j < self.width,
-            "({i}, {j}) outside the band store"
-        );
-        j * self.width + (i - j)
+        band_index(self.width, i, j)
     }
 
     /// Stage 2: reduce the band to tridiagonal form by bulge chasing, on one thread.
@@ -408,6 +404,13 @@ impl BandStore {
     }
 }
 
+/// Where entry (i, j), i ≥ j, of a band store with columns of `width` lives.
+#[inline]
+fn band_index(width: usize, i: usize, j: usize) -> usize {
+    debug_assert!(i >= j && i - j < width, "({i}, {j}) outside the band store");
+    j * width + (i - j)
+}
+
 /// The band store's data as a raw pointer, so that two threads can chase bulges in
 /// disjoint rows of it at once.
 #[derive(Clone, Copy)]
@@ -427,11 +430,7 @@ unsafe impl Sync for RawBand {}
 impl RawBand {
     #[inline]
     fn idx(&self, i: usize, j: usize) -> usize {
-        debug_assert!(
-            i >= j && i - j < self.width,
-            "({i}, {j}) outside the band store"
-        );
-        j * self.width + (i - j)
+        band_index(self.width, i, j)
     }
 
     /// `data[base..base + len]`.
