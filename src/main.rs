@@ -10,6 +10,7 @@ use prep::pipeline::{self, RunOptions};
 static ALLOC: prep::alloc::HugePageAlloc = prep::alloc::HugePageAlloc;
 
 fn main() -> ExitCode {
+    prep::alloc::tune_malloc();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

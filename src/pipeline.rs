@@ -400,9 +400,10 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
     .exclusive(coordinated)
     .worker(Some(worker));
     // With a model on the CPU, inference and the CPU stage share the cores. The model is
-    // the bottleneck, so the CPU workers run at a lower scheduling priority: they fill the
-    // gaps ONNX Runtime leaves (its threads block, not spin, when idle) instead of
-    // preempting its intra-op threads mid-operator, which stalls the whole parallel region.
+    // the bottleneck, so every pipeline thread but inference (source, loader, CPU pool,
+    // sink) runs at the lowest scheduling priority: they fill the gaps ONNX Runtime leaves
+    // (its threads block, not spin, when idle) instead of preempting its intra-op threads
+    // mid-operator, which stalls the whole parallel region.
     let background = models.is_some() && opts.device == crate::runtime::Device::Cpu;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -448,6 +449,9 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         std::thread::Builder::new()
             .name("prep-source".into())
             .spawn(move || {
+                if background {
+                    crate::runtime::lower_thread_priority();
+                }
                 produce(
                     src,
                     store,
@@ -470,8 +474,16 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         std::thread::Builder::new()
             .name("prep-load".into())
             .spawn(move || -> Result<()> {
+                if background {
+                    crate::runtime::lower_thread_priority();
+                }
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .on_thread_start(move || {
+                        if background {
+                            crate::runtime::lower_thread_priority();
+                        }
+                    })
                     .enable_all()
                     .build()
                     .context("cannot start the I/O runtime")?;
@@ -515,7 +527,12 @@ pub fn build(cfg: &BuildConfig, out: &Path, opts: &RunOptions) -> Result<BuildSu
         let leases = leases.clone();
         std::thread::Builder::new()
             .name("prep-sink".into())
-            .spawn(move || run_sink(sink, sink_rx, fingerprint, dedup, leases))?
+            .spawn(move || {
+                if background {
+                    crate::runtime::lower_thread_priority();
+                }
+                run_sink(sink, sink_rx, fingerprint, dedup, leases)
+            })?
     };
     // Stage 3b (model-backed conditions): inference on its own thread, then decoding and
     // PNG encoding on the CPU pool, so the network runs while the pool decodes the next

@@ -7,6 +7,7 @@
 //! `prepare` runs in the CPU stage with the decode, `infer` on a dedicated thread that
 //! only runs the network, `finish` (decode the output, encode the PNG) on the CPU pool.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -164,25 +165,42 @@ pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInp
             let lut: [[f32; 256]; 3] =
                 std::array::from_fn(|c| std::array::from_fn(|p| norm(c, p as f32)));
             let pad: [f32; 3] = std::array::from_fn(|c| norm(c, spec.pad_value));
+            // Every element is written below: a recycled buffer of the right length is
+            // not cleared first.
             let mut v = buf;
-            v.clear();
+            v.truncate(iw * ih * 3);
             v.resize(iw * ih * 3, 0.0);
             match spec.layout {
                 Layout::Nchw => {
-                    for (c, &sc) in order.iter().enumerate() {
-                        let plane = &mut v[c * ih * iw..(c + 1) * ih * iw];
-                        let lut = &lut[c];
-                        for (y, row) in plane.chunks_exact_mut(iw).enumerate() {
-                            if y < oy || y >= oy + ch {
-                                row.fill(pad[c]);
-                                continue;
-                            }
-                            row[..ox].fill(pad[c]);
-                            row[ox + cw..].fill(pad[c]);
-                            let src = &content[(y - oy) * cw * 3..(y - oy + 1) * cw * 3];
-                            for (d, px) in row[ox..ox + cw].iter_mut().zip(src.chunks_exact(3)) {
-                                *d = lut[px[sc] as usize];
-                            }
+                    // One pass over the image writes the three planes.
+                    let (p0, rest) = v.split_at_mut(ih * iw);
+                    let (p1, p2) = rest.split_at_mut(ih * iw);
+                    let rows = p0
+                        .chunks_exact_mut(iw)
+                        .zip(p1.chunks_exact_mut(iw))
+                        .zip(p2.chunks_exact_mut(iw));
+                    let [s0, s1, s2] = order;
+                    let [l0, l1, l2] = &lut;
+                    for (y, ((r0, r1), r2)) in rows.enumerate() {
+                        if y < oy || y >= oy + ch {
+                            r0.fill(pad[0]);
+                            r1.fill(pad[1]);
+                            r2.fill(pad[2]);
+                            continue;
+                        }
+                        for (r, p) in [(&mut *r0, pad[0]), (&mut *r1, pad[1]), (&mut *r2, pad[2])] {
+                            r[..ox].fill(p);
+                            r[ox + cw..].fill(p);
+                        }
+                        let src = &content[(y - oy) * cw * 3..(y - oy + 1) * cw * 3];
+                        let dst = r0[ox..ox + cw]
+                            .iter_mut()
+                            .zip(&mut r1[ox..ox + cw])
+                            .zip(&mut r2[ox..ox + cw]);
+                        for (((d0, d1), d2), px) in dst.zip(src.chunks_exact(3)) {
+                            *d0 = l0[px[s0] as usize];
+                            *d1 = l1[px[s1] as usize];
+                            *d2 = l2[px[s2] as usize];
                         }
                     }
                 }
@@ -216,7 +234,10 @@ pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInp
 }
 
 /// Squeeze a per-image output to an H×W map.
-fn squeeze_map(out: &ArrayD<f32>, model: &str) -> Result<(usize, usize, Vec<f32>), RowFailure> {
+fn squeeze_map<'a>(
+    out: &'a ArrayD<f32>,
+    model: &str,
+) -> Result<(usize, usize, Cow<'a, [f32]>), RowFailure> {
     let dims: Vec<usize> = out.shape().iter().copied().filter(|&d| d != 1).collect();
     if dims.len() != 2 {
         return Err(RowFailure::new(
@@ -228,8 +249,8 @@ fn squeeze_map(out: &ArrayD<f32>, model: &str) -> Result<(usize, usize, Vec<f32>
         ));
     }
     let v = match out.as_slice() {
-        Some(s) => s.to_vec(),
-        None => out.iter().copied().collect(),
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(out.iter().copied().collect()),
     };
     Ok((dims[0], dims[1], v))
 }
@@ -288,12 +309,13 @@ pub fn resize_f32(src: &[f32], w: usize, h: usize, dw: usize, dh: usize, cubic: 
     out
 }
 
-/// The map back in image geometry: padding cropped, resized to the image size.
-fn to_image_map(
-    map: (usize, usize, Vec<f32>),
+/// The map back in image geometry: padding cropped, resized to the image size (borrowed
+/// as it is when it already is the image's).
+fn to_image_map<'a>(
+    map: (usize, usize, Cow<'a, [f32]>),
     p: &Placement,
     cubic: bool,
-) -> (usize, usize, Vec<f32>) {
+) -> (usize, usize, Cow<'a, [f32]>) {
     let (mh, mw, mut v) = map;
     let (mut w, mut h) = (mw, mh);
     if (mw, mh) == (p.input.0 as usize, p.input.1 as usize) && p.content != p.input {
@@ -303,12 +325,12 @@ fn to_image_map(
         for y in oy..oy + ch {
             c.extend_from_slice(&v[y * mw + ox..y * mw + ox + cw]);
         }
-        v = c;
+        v = Cow::Owned(c);
         (w, h) = (cw, ch);
     }
     let (ow, oh) = (p.orig.0 as usize, p.orig.1 as usize);
     if (w, h) != (ow, oh) {
-        v = resize_f32(&v, w, h, ow, oh, cubic);
+        v = Cow::Owned(resize_f32(&v, w, h, ow, oh, cubic));
     }
     (ow, oh, v)
 }
@@ -328,15 +350,38 @@ pub fn binary_edges(v: &[f32], threshold: f32) -> Vec<u8> {
 }
 
 /// MiDaS: d − min, / max, uint8(clip(d · 255)) (truncating, as NumPy's astype).
+/// NaN is skipped by min and max and maps to 0.
 pub fn depth_u8(v: &[f32]) -> Vec<u8> {
-    let min = v.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = v.iter().fold(0f32, |m, &d| m.max(d - min));
-    v.iter()
-        .map(|&d| {
-            let d = if max > 0.0 { (d - min) / max } else { 0.0 };
-            (d * 255.0).clamp(0.0, 255.0) as u8
-        })
-        .collect()
+    // Eight running minima and maxima (f32::min/max skip NaN; both are order-free, so
+    // this is the sequential fold's result), in vector instructions.
+    const L: usize = 8;
+    let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+    let chunks = v.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..L {
+            lo[k] = lo[k].min(c[k]);
+            hi[k] = hi[k].max(c[k]);
+        }
+    }
+    let min = tail.iter().chain(&lo).fold(f32::INFINITY, |a, &d| a.min(d));
+    let max = tail
+        .iter()
+        .chain(&hi)
+        .fold(f32::NEG_INFINITY, |a, &d| a.max(d));
+    // The largest d − min, floored at 0 (rounding is monotonic: that is max − min).
+    let range = if max.is_finite() && min.is_finite() {
+        (max - min).max(0.0)
+    } else {
+        v.iter().fold(0f32, |m, &d| m.max(d - min))
+    };
+    if range > 0.0 {
+        v.iter()
+            .map(|&d| (((d - min) / range) * 255.0).clamp(0.0, 255.0) as u8)
+            .collect()
+    } else {
+        vec![0; v.len()]
+    }
 }
 
 /// MoveNet: (y, x, score) × 17 normalised to the input → a person in image pixels.
@@ -1197,6 +1242,36 @@ mod tests {
         assert_eq!(binary_edges(&[0.5, 0.51, 0.0], 0.5), vec![0, 255, 0]);
         assert_eq!(depth_u8(&[2.0, 3.0, 4.0]), vec![0, 127, 255]);
         assert_eq!(depth_u8(&[1.0, 1.0]), vec![0, 0]);
+        // The lane-wise min/max equals the sequential definition (NumPy's d − min, / max,
+        // uint8), over lengths that are not a multiple of the lanes, NaN and ±inf included.
+        let naive = |v: &[f32]| -> Vec<u8> {
+            let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = v.iter().fold(0f32, |m, &d| m.max(d - min));
+            v.iter()
+                .map(|&d| {
+                    let d = if max > 0.0 { (d - min) / max } else { 0.0 };
+                    (d * 255.0).clamp(0.0, 255.0) as u8
+                })
+                .collect()
+        };
+        let mut x = 0x9e37_79b9_u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) * 7.0 - 2.0
+        };
+        for n in [1usize, 7, 8, 9, 31, 1000, 4099] {
+            let mut v: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            assert_eq!(depth_u8(&v), naive(&v), "n = {n}");
+            v[n / 2] = f32::NAN;
+            assert_eq!(depth_u8(&v), naive(&v), "n = {n}, NaN");
+            v[n - 1] = f32::INFINITY;
+            assert_eq!(depth_u8(&v), naive(&v), "n = {n}, inf");
+            v[0] = f32::NEG_INFINITY;
+            assert_eq!(depth_u8(&v), naive(&v), "n = {n}, -inf");
+        }
+        assert_eq!(depth_u8(&[f32::NAN; 9]), vec![0; 9]);
         // Resizing a constant map keeps it constant; identity size is the identity.
         let v = resize_f32(&[0.25; 16], 4, 4, 8, 8, true);
         assert!(v.iter().all(|&x| (x - 0.25).abs() < 1e-6));

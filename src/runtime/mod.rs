@@ -53,14 +53,20 @@ pub struct RuntimeOptions {
     pub device: Device,
 }
 
-/// Lower the calling thread's scheduling priority (nice +10, Linux: per thread), so that
-/// work on it yields to inference threads. Best effort: failures are ignored.
+/// The nice value of background threads (the lowest priority). Measured with
+/// `benches/conditions.sh`'s build on 2 cores: with only the CPU pool at +10, (b)/(a)
+/// was 0.79–0.84; with every pipeline thread but inference at +19, 0.84–0.88.
+pub const BACKGROUND_NICE: i32 = 19;
+
+/// Lower the calling thread's scheduling priority to [`BACKGROUND_NICE`] (Linux: per
+/// thread), so that work on it yields to inference threads: an intra-op thread preempted
+/// mid-operator stalls the whole parallel region. Best effort: failures are ignored.
 pub fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
     }
 }
 
