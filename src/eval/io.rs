@@ -385,6 +385,15 @@ pub fn read_stats_npz(path: &Path) -> Result<Stats> {
         }
     }
     let mu: Array1<f64> = npz_array(&mut reader, path, "mu")?;
+    if let Some(sigma) = read_npz_square_f64(path, "sigma")? {
+        let stats = Stats {
+            mu: Col::from_fn(mu.len(), |i| mu[i]),
+            sigma,
+            n: None,
+        };
+        stats.check(&path.display().to_string())?;
+        return Ok(stats);
+    }
     let sigma: Array2<f64> = npz_array(&mut reader, path, "sigma")?;
     let (r, c) = sigma.dim();
     let stats = Stats {
@@ -402,6 +411,59 @@ pub fn read_stats_npz(path: &Path) -> Result<Stats> {
     };
     stats.check(&path.display().to_string())?;
     Ok(stats)
+}
+
+/// The common case of a `.npz` covariance read straight into its matrix: a square
+/// little-endian `<f8`, C-order array (what NumPy writes), streamed a row at a time from
+/// the archive (stored or deflated) into the column-major matrix as Σᵀ — one d × d
+/// allocation instead of two and no whole-array copy (fresh memory is slow to fault in;
+/// a covariance is symmetric, see [`read_stats_npz`]). `None` for anything else, or a
+/// short entry: the general reader then handles it and reports its problems.
+fn read_npz_square_f64(path: &Path, name: &str) -> Result<Option<Mat<f64>>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let Ok(mut zip) = zip::ZipArchive::new(std::io::BufReader::with_capacity(1 << 20, file)) else {
+        return Ok(None);
+    };
+    let npy = format!("{name}.npy");
+    let entry = if zip.index_for_name(&npy).is_some() {
+        npy
+    } else {
+        name.to_string()
+    };
+    let Ok(mut f) = zip.by_name(&entry) else {
+        return Ok(None);
+    };
+    let mut head = vec![0u8; 12];
+    if f.read_exact(&mut head).is_err() {
+        return Ok(None);
+    }
+    let Some((hlen, start)) = npy_header_len(&head) else {
+        return Ok(None);
+    };
+    if start + hlen > 1 << 20 {
+        return Ok(None);
+    }
+    head.resize(start + hlen, 0);
+    if f.read_exact(&mut head[12..]).is_err() {
+        return Ok(None);
+    }
+    let Some((Dtype::F64, r, c, _)) = parse_npy_header(&head) else {
+        return Ok(None);
+    };
+    if r != c || r == 0 || f.size() != (head.len() + r * c * 8) as u64 {
+        return Ok(None);
+    }
+    let mut m = Mat::<f64>::zeros(c, r);
+    let mut row = vec![0u8; c * 8];
+    for i in 0..r {
+        if f.read_exact(&mut row).is_err() {
+            return Ok(None);
+        }
+        for (dst, b) in m.col_as_slice_mut(i).iter_mut().zip(row.chunks_exact(8)) {
+            *dst = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        }
+    }
+    Ok(Some(m))
 }
 
 /// Statistics from a path that is either a `.npz` (read) or a `.npy` of features (computed).

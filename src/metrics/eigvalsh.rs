@@ -11,14 +11,17 @@
 //!    `A ← A − V Wᵀ − W Vᵀ` with `W = X − ½ V (Tᵀ Vᵀ X)`, `X = A V T` — all faer GEMMs on
 //!    all cores. Only the lower triangle of A is read or updated (`X` as tril(A)·Y +
 //!    stril(A)ᵀ·Y, the update into the lower triangle only): a third fewer flops than
-//!    updating the full matrix.
+//!    updating the full matrix. The stage is memory-bound, so panel k's update and panel
+//!    k+1's product X are fused into one tiled sweep (look-ahead on panel k+1's columns):
+//!    A is read and written once per panel instead of read three times and written once.
 //! 2. **band → tridiagonal**: bulge chasing (Schwarz; the kernels of LAPACK `dsb2st`): each
 //!    sweep annihilates one column with a Householder reflector and chases the bulge it
 //!    creates down the band, one `BAND`-sized block at a time, in a compact band store that
 //!    fits in cache (`n × (2·BAND + 2)` f64; bulges reach `2·BAND − 1` below the diagonal).
 //!    Two threads chase at once — even and odd sweeps, each a block behind the previous
 //!    sweep — with a result bit-identical to one thread.
-//! 3. **tridiagonal → eigenvalues**: implicit QL with Wilkinson shifts (EISPACK `tql1`).
+//! 3. **tridiagonal → eigenvalues**: root-free implicit QL with Wilkinson shifts
+//!    (Pal–Walker–Kahan, LAPACK `dsterf`).
 //!
 //! Every step is an orthogonal similarity (backward stable), so the eigenvalues equal the
 //! one-stage solver's to rounding (tested against faer's `self_adjoint_eigenvalues`).
@@ -135,97 +138,72 @@ fn householder(x: &mut [f64]) -> (f64, f64) {
     (tau, beta)
 }
 
+/// Tile size of stage 1's fused sweep: a 256 × 256 f64 tile (512 KB) stays in L2 between
+/// its update and its products.
+const TILE: usize = 256;
+
+/// The reflectors of one panel: `V` (m × nr, unit lower trapezoidal) in the left half of
+/// `uw`, and `T` (nr × nr, upper triangular) with `Q = I − V T Vᵀ`.
+struct Panel {
+    /// First row/column of the trailing block the panel's similarity acts on.
+    r0: usize,
+    /// Rows of that block (`n − r0`).
+    m: usize,
+    /// Reflectors.
+    nr: usize,
+    t: Mat<f64>,
+}
+
 /// Stage 1: orthogonal similarity to bandwidth `band` (entries with i − j > band become 0).
 /// `a` holds the full symmetric matrix; on return its lower band is valid.
+///
+/// Per panel: QR of the column panel below the band (`Q = I − V T Vᵀ`), then the
+/// two-sided update of the trailing block A22 ← A22 − V Wᵀ − W Vᵀ, with `W = X − ½ V Z`,
+/// `X = A22 V T`, `Z = Tᵀ Vᵀ X`. The stage is memory-bound (A22 is ~16 MB at d = 2048), so
+/// panel k's update and panel k+1's product `X` are fused into one sweep over A22 in L2-sized
+/// tiles: panel k+1's columns are updated first (look-ahead) and factored, then each tile
+/// is updated and immediately multiplied while it is in cache — one read and one write of
+/// A22 per panel instead of three reads and a write.
 fn dense_to_band(a: &mut Mat<f64>, band: usize) {
     let n = a.nrows();
+    if band + 1 >= n {
+        return;
+    }
     let par = faer::get_global_parallelism();
-    // Work buffers, allocated once (fresh 1 MB blocks per panel cost page faults):
-    // `p` the panel, `uw` = [V W], `wv` = [W V], `y` = V T.
+    // Work buffers, allocated once (fresh 1 MB blocks per panel cost page faults), two
+    // sets used in turn (the pending update's and the next panel's): `p` the panel,
+    // `uw` = [V W], `wv` = [W V], `y` = V T.
     let mut p = vec![0.0; n * band];
-    let mut uw = Mat::<f64>::zeros(n, 2 * band);
-    let mut wv = Mat::<f64>::zeros(n, 2 * band);
+    let mut uw = [
+        Mat::<f64>::zeros(n, 2 * band),
+        Mat::<f64>::zeros(n, 2 * band),
+    ];
+    let mut wv = [
+        Mat::<f64>::zeros(n, 2 * band),
+        Mat::<f64>::zeros(n, 2 * band),
+    ];
     let mut y = Mat::<f64>::zeros(n, band);
-    let mut k = 0;
-    while k + band + 1 < n {
-        let m = n - k - band; // rows below the band in this panel
-        let nb = band.min(n - k);
-        let nr = nb.min(m - 1); // reflectors: a column with one row left needs none
-                                // Panel QR, unblocked: P = A[k+band.., k..k+nb] (m × nb, column-major with
-                                // leading dimension m), reflectors stored below its diagonal, τ in `taus`.
-        let p = &mut p[..m * nb];
-        for s in 0..nb {
-            p[s * m..(s + 1) * m].copy_from_slice(&a.col_as_slice(k + s)[k + band..n]);
-        }
-        let mut taus = vec![0.0; nr];
-        for s in 0..nr {
-            let (head, tail) = p.split_at_mut((s + 1) * m);
-            let col = &mut head[s * m + s..];
-            let (tau, beta) = householder(col);
-            taus[s] = tau;
-            col[0] = 1.0;
-            if tau != 0.0 {
-                for c in 0..(nb - s - 1) {
-                    let other = &mut tail[c * m + s..(c + 1) * m];
-                    let w = tau * dot(col, other);
-                    for (o, v) in other.iter_mut().zip(col.iter()) {
-                        *o -= w * v;
-                    }
-                }
-            }
-            col[0] = beta;
-        }
-        // V (m × nr, unit lower trapezoidal, the left half of `uw`) and T (nr × nr upper
-        // triangular): Q = I − V T Vᵀ.
-        for s in 0..nr {
-            let dst = &mut uw.col_as_slice_mut(s)[..m];
-            dst[..s].fill(0.0);
-            dst[s] = 1.0;
-            dst[s + 1..].copy_from_slice(&p[s * m + s + 1..(s + 1) * m]);
-        }
-        let v = uw.as_ref().submatrix(0, 0, m, nr);
-        let mut t = Mat::<f64>::zeros(nr, nr);
-        for i in 0..nr {
-            t[(i, i)] = taus[i];
-            if taus[i] == 0.0 || i == 0 {
-                continue;
-            }
-            // z = V[:, ..i]ᵀ v_i ; T[..i, i] = −τᵢ T[..i, ..i] z
-            let vi = &uw.col_as_slice(i)[i..m];
-            let z: Vec<f64> = (0..i).map(|j| dot(&uw.col_as_slice(j)[i..m], vi)).collect();
-            for r in 0..i {
-                let mut acc = 0.0;
-                for c in r..i {
-                    acc += t[(r, c)] * z[c];
-                }
-                t[(r, i)] = -taus[i] * acc;
-            }
-        }
-        // The panel becomes R (upper triangular) inside the band, zeros below.
-        for s in 0..nb {
-            let dst = &mut a.col_as_slice_mut(k + s)[k + band..n];
-            dst.fill(0.0);
-            let top = (s + 1).min(m);
-            dst[..top].copy_from_slice(&p[s * m..s * m + top]);
-        }
-        // (The upper triangle is never read: later panels and stage 2 only read the lower
-        // band and the lower triangle of the trailing block.)
-        if nr == 0 {
-            k += band;
-            continue;
-        }
-        // Trailing two-sided update of A22 = A[k+band.., k+band..] (m × m):
-        // X = A22 V T, Z = Tᵀ Vᵀ X, W = X − ½ V Z, A22 −= V Wᵀ + W Vᵀ.
+    // The first panel: X = A22 Y over the whole trailing block, as-is.
+    let mut cur = 0;
+    let mut pan = panel_qr(a, 0, band, &mut p, &mut uw[cur]);
+    {
+        let (m, nr) = (pan.m, pan.nr);
         let mut y = y.as_mut().submatrix_mut(0, 0, m, nr);
-        matmul(y.as_mut(), Accum::Replace, v, t.as_ref(), 1.0, par);
-        let (v, mut x) = uw
+        let (v, mut x) = uw[cur]
             .as_mut()
             .submatrix_mut(0, 0, m, 2 * nr)
             .split_at_col_mut(nr);
-        let v = v.as_ref();
+        matmul(
+            y.as_mut(),
+            Accum::Replace,
+            v.as_ref(),
+            pan.t.as_ref(),
+            1.0,
+            par,
+        );
         // A22 is symmetric and only its lower triangle is kept current:
         // X = tril(A22) Y + stril(A22)ᵀ Y.
-        let a22 = a.as_ref().submatrix(k + band, k + band, m, m);
+        let a22 = a.as_ref().submatrix(pan.r0, pan.r0, m, m);
         tri_matmul(
             x.as_mut(),
             BlockStructure::Rectangular,
@@ -248,42 +226,316 @@ fn dense_to_band(a: &mut Mat<f64>, band: usize) {
             1.0,
             par,
         );
-        let mut vtx = Mat::<f64>::zeros(nr, nr);
-        matmul(
-            vtx.as_mut(),
-            Accum::Replace,
-            v.transpose(),
-            x.as_ref(),
-            1.0,
-            par,
-        );
-        let mut z = Mat::<f64>::zeros(nr, nr);
-        matmul(
-            z.as_mut(),
-            Accum::Replace,
-            t.transpose(),
-            vtx.as_ref(),
-            1.0,
-            par,
-        );
-        matmul(x.as_mut(), Accum::Add, v, z.as_ref(), -0.5, par);
-        // [V W] [W V]ᵀ = V Wᵀ + W Vᵀ in one GEMM of inner size 2·nr, lower triangle only
-        // (half the flops of the full update; the upper triangle is never read).
-        wv.as_mut().submatrix_mut(0, 0, m, nr).copy_from(x.as_ref());
-        wv.as_mut().submatrix_mut(0, nr, m, nr).copy_from(v);
-        tri_matmul(
-            a.as_mut().submatrix_mut(k + band, k + band, m, m),
-            BlockStructure::TriangularLower,
-            Accum::Add,
-            uw.as_ref().submatrix(0, 0, m, 2 * nr),
-            BlockStructure::Rectangular,
-            wv.as_ref().submatrix(0, 0, m, 2 * nr).transpose(),
-            BlockStructure::Rectangular,
-            -1.0,
-            par,
-        );
-        k += band;
     }
+    form_w(&mut uw[cur], &mut wv[cur], &pan, par);
+    loop {
+        let (r0, m, nr) = (pan.r0, pan.m, pan.nr);
+        // Panel k+1 starts at column r0; it exists while a column has two rows below the band.
+        if r0 + band + 1 >= n {
+            // The last update: the whole lower triangle of A22, one GEMM.
+            tri_matmul(
+                a.as_mut().submatrix_mut(r0, r0, m, m),
+                BlockStructure::TriangularLower,
+                Accum::Add,
+                uw[cur].as_ref().submatrix(0, 0, m, 2 * nr),
+                BlockStructure::Rectangular,
+                wv[cur].as_ref().submatrix(0, 0, m, 2 * nr).transpose(),
+                BlockStructure::Rectangular,
+                -1.0,
+                par,
+            );
+            return;
+        }
+        // Look-ahead: the pending update on panel k+1's columns (A22's first `band`
+        // columns: a lower-triangular block in the band, the panel below it).
+        {
+            let uwc = uw[cur].as_ref().submatrix(0, 0, m, 2 * nr);
+            let wvc = wv[cur].as_ref().submatrix(0, 0, band, 2 * nr);
+            let strip = a.as_mut().submatrix_mut(r0, r0, m, band);
+            let (top, below) = strip.split_at_row_mut(band);
+            tri_matmul(
+                top,
+                BlockStructure::TriangularLower,
+                Accum::Add,
+                uwc.submatrix(0, 0, band, 2 * nr),
+                BlockStructure::Rectangular,
+                wvc.transpose(),
+                BlockStructure::Rectangular,
+                -1.0,
+                par,
+            );
+            matmul(
+                below,
+                Accum::Add,
+                uwc.submatrix(band, 0, m - band, 2 * nr),
+                wvc.transpose(),
+                -1.0,
+                par,
+            );
+        }
+        let next = 1 - cur;
+        let npan = panel_qr(a, r0, band, &mut p, &mut uw[next]);
+        let (m2, nr2) = (npan.m, npan.nr);
+        let mut y2 = y.as_mut().submatrix_mut(0, 0, m2, nr2);
+        matmul(
+            y2.as_mut(),
+            Accum::Replace,
+            uw[next].as_ref().submatrix(0, 0, m2, nr2),
+            npan.t.as_ref(),
+            1.0,
+            par,
+        );
+        // The fused sweep over A33 = A22 minus its first `band` rows and columns (panel
+        // k+1's trailing block): update each tile with panel k's [V W][W V]ᵀ, then add its
+        // share of X' = A33 Y'.
+        let x2 = fused_update_product(
+            a.as_mut().submatrix_mut(npan.r0, npan.r0, m2, m2),
+            uw[cur].as_ref().submatrix(band, 0, m2, 2 * nr),
+            wv[cur].as_ref().submatrix(band, 0, m2, 2 * nr),
+            y2.as_ref(),
+            par,
+        );
+        uw[next]
+            .as_mut()
+            .submatrix_mut(0, nr2, m2, nr2)
+            .copy_from(x2.as_ref());
+        form_w(&mut uw[next], &mut wv[next], &npan, par);
+        cur = next;
+        pan = npan;
+    }
+}
+
+/// QR of the column panel at `k` (rows below the band): the reflectors' `V` goes to the
+/// left half of `uw`, the panel becomes R (upper triangular inside the band, zeros below).
+fn panel_qr(a: &mut Mat<f64>, k: usize, band: usize, p: &mut [f64], uw: &mut Mat<f64>) -> Panel {
+    let n = a.nrows();
+    let m = n - k - band; // rows below the band in this panel
+    let nb = band.min(n - k);
+    let nr = nb.min(m - 1); // reflectors: a column with one row left needs none
+                            // Panel QR, unblocked: P = A[k+band.., k..k+nb] (m × nb, column-major with leading
+                            // dimension m), reflectors stored below its diagonal, τ in `taus`.
+    let p = &mut p[..m * nb];
+    for s in 0..nb {
+        p[s * m..(s + 1) * m].copy_from_slice(&a.col_as_slice(k + s)[k + band..n]);
+    }
+    let mut taus = vec![0.0; nr];
+    for s in 0..nr {
+        let (head, tail) = p.split_at_mut((s + 1) * m);
+        let col = &mut head[s * m + s..];
+        let (tau, beta) = householder(col);
+        taus[s] = tau;
+        col[0] = 1.0;
+        if tau != 0.0 {
+            for c in 0..(nb - s - 1) {
+                let other = &mut tail[c * m + s..(c + 1) * m];
+                let w = tau * dot(col, other);
+                for (o, v) in other.iter_mut().zip(col.iter()) {
+                    *o -= w * v;
+                }
+            }
+        }
+        col[0] = beta;
+    }
+    // V (m × nr, unit lower trapezoidal) and T (nr × nr upper triangular): Q = I − V T Vᵀ.
+    for s in 0..nr {
+        let dst = &mut uw.col_as_slice_mut(s)[..m];
+        dst[..s].fill(0.0);
+        dst[s] = 1.0;
+        dst[s + 1..].copy_from_slice(&p[s * m + s + 1..(s + 1) * m]);
+    }
+    let mut t = Mat::<f64>::zeros(nr, nr);
+    for i in 0..nr {
+        t[(i, i)] = taus[i];
+        if taus[i] == 0.0 || i == 0 {
+            continue;
+        }
+        // z = V[:, ..i]ᵀ v_i ; T[..i, i] = −τᵢ T[..i, ..i] z
+        let vi = &uw.col_as_slice(i)[i..m];
+        let z: Vec<f64> = (0..i).map(|j| dot(&uw.col_as_slice(j)[i..m], vi)).collect();
+        for r in 0..i {
+            let mut acc = 0.0;
+            for c in r..i {
+                acc += t[(r, c)] * z[c];
+            }
+            t[(r, i)] = -taus[i] * acc;
+        }
+    }
+    // The panel becomes R (upper triangular) inside the band, zeros below. (The upper
+    // triangle is never read: later panels and stage 2 only read the lower band and the
+    // lower triangle of the trailing block.)
+    for s in 0..nb {
+        let dst = &mut a.col_as_slice_mut(k + s)[k + band..n];
+        dst.fill(0.0);
+        let top = (s + 1).min(m);
+        dst[..top].copy_from_slice(&p[s * m..s * m + top]);
+    }
+    Panel {
+        r0: k + band,
+        m,
+        nr,
+        t,
+    }
+}
+
+/// From X (right half of `uw`, beside V): W = X − ½ V (Tᵀ Vᵀ X) in place, and
+/// `wv` = [W V] for the update A22 −= [V W] [W V]ᵀ.
+fn form_w(uw: &mut Mat<f64>, wv: &mut Mat<f64>, pan: &Panel, par: faer::Par) {
+    let (m, nr) = (pan.m, pan.nr);
+    let (v, mut x) = uw
+        .as_mut()
+        .submatrix_mut(0, 0, m, 2 * nr)
+        .split_at_col_mut(nr);
+    let v = v.as_ref();
+    let mut vtx = Mat::<f64>::zeros(nr, nr);
+    matmul(
+        vtx.as_mut(),
+        Accum::Replace,
+        v.transpose(),
+        x.as_ref(),
+        1.0,
+        par,
+    );
+    let mut z = Mat::<f64>::zeros(nr, nr);
+    matmul(
+        z.as_mut(),
+        Accum::Replace,
+        pan.t.transpose(),
+        vtx.as_ref(),
+        1.0,
+        par,
+    );
+    matmul(x.as_mut(), Accum::Add, v, z.as_ref(), -0.5, par);
+    wv.as_mut().submatrix_mut(0, 0, m, nr).copy_from(x.as_ref());
+    wv.as_mut().submatrix_mut(0, nr, m, nr).copy_from(v);
+}
+
+/// One pass over the lower triangle of the symmetric `a33` (m × m): each tile gets
+/// `a33 −= uw wvᵀ` (lower triangle only), then its share of `a33 · y` (the updated
+/// matrix as symmetric) while it is in cache. Tiles go to the threads as whole column
+/// strips, a fixed partition, and the threads' partial products are summed in a fixed
+/// order: the result does not depend on timing.
+fn fused_update_product(
+    a33: faer::MatMut<'_, f64>,
+    uw: faer::MatRef<'_, f64>,
+    wv: faer::MatRef<'_, f64>,
+    y: faer::MatRef<'_, f64>,
+    par: faer::Par,
+) -> Mat<f64> {
+    use rayon::prelude::*;
+    let m = a33.nrows();
+    let nr = y.ncols();
+    // Column strips of TILE columns, and their work (rows at and below the diagonal).
+    let mut strips = Vec::new();
+    let mut rest = a33;
+    let mut c0 = 0;
+    while c0 < m {
+        let w = TILE.min(m - c0);
+        let (l, r) = rest.split_at_col_mut(w);
+        strips.push((c0, l));
+        rest = r;
+        c0 += w;
+    }
+    let threads = match par {
+        faer::Par::Seq => 1,
+        faer::Par::Rayon(t) => t.get().min(strips.len()).max(1),
+    };
+    // Greedy: the largest strip first, each to the least loaded thread.
+    // Per thread: (work, [(first column, strip)]).
+    type Group<'a> = (usize, Vec<(usize, faer::MatMut<'a, f64>)>);
+    let mut groups: Vec<Group<'_>> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for (c0, s) in strips {
+        let g = (0..threads)
+            .min_by_key(|&g| groups[g].0)
+            .unwrap_or_default();
+        groups[g].0 += (m - c0) * s.ncols();
+        groups[g].1.push((c0, s));
+    }
+    let seq = faer::Par::Seq;
+    let parts: Vec<Mat<f64>> = groups
+        .into_par_iter()
+        .map(|(_, strips)| {
+            let mut x = Mat::<f64>::zeros(m, nr);
+            for (c0, mut strip) in strips {
+                let w = strip.ncols();
+                let mut r = c0;
+                while r < m {
+                    let h = TILE.min(m - r);
+                    let mut tile = strip.as_mut().submatrix_mut(r, 0, h, w);
+                    if r == c0 {
+                        // Diagonal tile: lower triangle only, read as symmetric.
+                        tri_matmul(
+                            tile.as_mut(),
+                            BlockStructure::TriangularLower,
+                            Accum::Add,
+                            uw.submatrix(r, 0, h, uw.ncols()),
+                            BlockStructure::Rectangular,
+                            wv.submatrix(c0, 0, w, wv.ncols()).transpose(),
+                            BlockStructure::Rectangular,
+                            -1.0,
+                            seq,
+                        );
+                        let xr = x.as_mut().submatrix_mut(r, 0, h, nr);
+                        tri_matmul(
+                            xr,
+                            BlockStructure::Rectangular,
+                            Accum::Add,
+                            tile.as_ref(),
+                            BlockStructure::TriangularLower,
+                            y.submatrix(c0, 0, w, nr),
+                            BlockStructure::Rectangular,
+                            1.0,
+                            seq,
+                        );
+                        let xr = x.as_mut().submatrix_mut(r, 0, h, nr);
+                        tri_matmul(
+                            xr,
+                            BlockStructure::Rectangular,
+                            Accum::Add,
+                            tile.as_ref().transpose(),
+                            BlockStructure::StrictTriangularUpper,
+                            y.submatrix(c0, 0, w, nr),
+                            BlockStructure::Rectangular,
+                            1.0,
+                            seq,
+                        );
+                    } else {
+                        matmul(
+                            tile.as_mut(),
+                            Accum::Add,
+                            uw.submatrix(r, 0, h, uw.ncols()),
+                            wv.submatrix(c0, 0, w, wv.ncols()).transpose(),
+                            -1.0,
+                            seq,
+                        );
+                        matmul(
+                            x.as_mut().submatrix_mut(r, 0, h, nr),
+                            Accum::Add,
+                            tile.as_ref(),
+                            y.submatrix(c0, 0, w, nr),
+                            1.0,
+                            seq,
+                        );
+                        matmul(
+                            x.as_mut().submatrix_mut(c0, 0, w, nr),
+                            Accum::Add,
+                            tile.as_ref().transpose(),
+                            y.submatrix(r, 0, h, nr),
+                            1.0,
+                            seq,
+                        );
+                    }
+                    r += h;
+                }
+            }
+            x
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut x = parts.next().unwrap_or_else(|| Mat::zeros(m, nr));
+    for p in parts {
+        x += p;
+    }
+    x
 }
 
 /// The lower band of a symmetric matrix, column by column: entry (i, j), i ≥ j, lives at
@@ -596,75 +848,122 @@ unsafe fn sweep(
 }
 
 /// Eigenvalues of the symmetric tridiagonal matrix (diagonal `d`, subdiagonal `e[i]`
-/// between rows i and i+1, `e[n−1]` unused) by implicit QL with Wilkinson shifts; the
-/// eigenvalues replace `d`. Entries must be at most ~1e150 in magnitude (the rotations use
-/// `sqrt(f² + g²)`); [`two_stage`] scales to 1 first.
+/// between rows i and i+1, `e[n−1]` unused) by root-free implicit QL with Wilkinson
+/// shifts (Pal–Walker–Kahan, LAPACK `dsterf`): it works on the squared off-diagonal, so a
+/// step has no square root — the chain of dependent operations per step is two divisions
+/// instead of a square root and two divisions. The eigenvalues replace `d`; `e` is
+/// overwritten. Entries must be at most ~1e150 in magnitude (squares must not overflow);
+/// [`two_stage`] scales to 1 first.
 pub fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Result<()> {
     let n = d.len();
     if n == 0 {
         return Ok(());
     }
-    e[n - 1] = 0.0;
     // An off-diagonal entry is negligible when it is small relative to its neighbours
-    // (high relative accuracy where possible) or below eps·‖T‖ — the absolute accuracy
-    // of any backward-stable solver. Without the second test a cluster of rounding-level
-    // eigenvalues (a rank-deficient covariance) next to O(‖T‖) ones never converges.
-    let norm =
-        d.iter().fold(0.0f64, |m, x| m.max(x.abs())) + e.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let floor = f64::EPSILON * norm;
-    for l in 0..n {
-        let mut iter = 0;
-        loop {
-            let mut m = l;
-            while m + 1 < n {
-                let dd = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= f64::EPSILON * dd || e[m].abs() <= floor {
-                    break;
-                }
-                m += 1;
-            }
-            if m == l {
+    // (e² ≤ ε²·|dₘ dₘ₊₁|, high relative accuracy where possible) or below ε·‖T‖ — the
+    // absolute accuracy of any backward-stable solver. Without the second test a cluster
+    // of rounding-level eigenvalues (a rank-deficient covariance) next to O(‖T‖) ones
+    // never converges.
+    let norm = d.iter().fold(0.0f64, |m, x| m.max(x.abs()))
+        + e[..n - 1].iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let eps2 = f64::EPSILON * f64::EPSILON;
+    let floor2 = eps2 * norm * norm;
+    // e now holds the squares.
+    e[n - 1] = 0.0;
+    for x in e.iter_mut() {
+        *x *= *x;
+    }
+    let max_iter = 30 * n;
+    let mut iter = 0;
+    let mut l = 0;
+    while l < n {
+        // The first negligible e² at or after l.
+        let mut m = l;
+        while m + 1 < n {
+            if e[m] <= eps2 * (d[m] * d[m + 1]).abs() || e[m] <= floor2 {
                 break;
             }
-            iter += 1;
-            if iter > 100 {
-                bail!("tridiagonal QL did not converge for eigenvalue {l} of {n}");
-            }
-            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-            let mut r = g.hypot(1.0);
-            g = d[m] - d[l] + e[l] / (g + r.copysign(g));
-            let (mut s, mut c, mut p) = (1.0f64, 1.0f64, 0.0f64);
-            let mut deflated = false;
-            let mut i = m;
-            while i > l {
-                i -= 1;
-                let f = s * e[i];
-                let b = c * e[i];
-                r = (f * f + g * g).sqrt();
-                e[i + 1] = r;
-                if r == 0.0 {
-                    d[i + 1] -= p;
-                    e[m] = 0.0;
-                    deflated = true;
-                    break;
-                }
-                s = f / r;
-                c = g / r;
-                g = d[i + 1] - p;
-                r = (d[i] - g) * s + 2.0 * c * b;
-                p = s * r;
-                d[i + 1] = g + p;
-                g = c * r - b;
-            }
-            if deflated {
-                continue;
-            }
-            d[l] -= p;
-            e[l] = g;
+            m += 1;
+        }
+        if m + 1 < n {
             e[m] = 0.0;
         }
+        if m == l {
+            l += 1; // d[l] is an eigenvalue
+            continue;
+        }
+        if m == l + 1 {
+            // A 2 × 2 block: its eigenvalues directly.
+            let (r1, r2) = eig2(d[l], e[l].sqrt(), d[l + 1]);
+            d[l] = r1;
+            d[l + 1] = r2;
+            e[l] = 0.0;
+            l += 2;
+            continue;
+        }
+        iter += 1;
+        if iter > max_iter {
+            bail!("tridiagonal QL did not converge ({n} × {n}, eigenvalue {l})");
+        }
+        // Wilkinson shift from the leading 2 × 2 block.
+        let p = d[l];
+        let rte = e[l].sqrt();
+        let mut sigma = (d[l + 1] - p) / (2.0 * rte);
+        let r = sigma.hypot(1.0);
+        sigma = p - rte / (sigma + r.copysign(sigma));
+        let (mut c, mut s) = (1.0f64, 0.0f64);
+        let mut gamma = d[m] - sigma;
+        let mut p = gamma * gamma;
+        let mut i = m;
+        while i > l {
+            i -= 1;
+            let bb = e[i];
+            let r = p + bb;
+            if i + 1 != m {
+                e[i + 1] = s * r;
+            }
+            let oldc = c;
+            c = p / r;
+            s = bb / r;
+            let oldgam = gamma;
+            let alpha = d[i];
+            gamma = c * (alpha - sigma) - s * oldgam;
+            d[i + 1] = oldgam + (alpha - gamma);
+            p = if c != 0.0 {
+                gamma * gamma / c
+            } else {
+                oldc * bb
+            };
+        }
+        e[l] = s * p;
+        d[l] = sigma + gamma;
     }
     Ok(())
+}
+
+/// Eigenvalues of the symmetric 2 × 2 matrix [[a, b], [b, c]] (LAPACK `dlae2`): the one
+/// of larger magnitude first, the other from the determinant (no cancellation).
+fn eig2(a: f64, b: f64, c: f64) -> (f64, f64) {
+    let sm = a + c;
+    let adf = (a - c).abs();
+    let ab = (b + b).abs();
+    let (acmx, acmn) = if a.abs() > c.abs() { (a, c) } else { (c, a) };
+    let rt = if adf > ab {
+        adf * (1.0 + (ab / adf).powi(2)).sqrt()
+    } else if adf < ab {
+        ab * (1.0 + (adf / ab).powi(2)).sqrt()
+    } else {
+        ab * std::f64::consts::SQRT_2
+    };
+    if sm == 0.0 {
+        return (0.5 * rt, -0.5 * rt);
+    }
+    let rt1 = if sm < 0.0 {
+        0.5 * (sm - rt)
+    } else {
+        0.5 * (sm + rt)
+    };
+    (rt1, (acmx / rt1) * acmn - (b / rt1) * b)
 }
 
 #[cfg(test)]

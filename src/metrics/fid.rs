@@ -23,7 +23,7 @@
 use anyhow::{anyhow, Context, Result};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
-use faer::{Accum, Col, Mat, Side};
+use faer::{Accum, Col, Mat};
 
 use super::eigvalsh::sym_eigenvalues;
 use super::{finite, Stats};
@@ -34,23 +34,45 @@ use super::{finite, Stats};
 const MIN_REL_PIVOT: f64 = 1e-10;
 
 /// Lower Cholesky factor of Σ when Σ is safely positive definite (`n`, when known, must
-/// exceed d: with N ≤ d samples Σ is singular).
-fn cholesky(sigma: &Mat<f64>, n: Option<usize>) -> Option<Mat<f64>> {
+/// exceed d: with N ≤ d samples Σ is singular). Factored in place in a copy of Σ: only
+/// the lower triangle is the factor (every use reads it as triangular). When Σ is not
+/// positive definite the copy comes back for reuse (fresh d × d memory is slow to
+/// fault in).
+fn cholesky(sigma: &Mat<f64>, n: Option<usize>) -> Result<Mat<f64>, Option<Mat<f64>>> {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor as llt;
     let d = sigma.nrows();
     if n.is_some_and(|n| n <= d) {
-        return None;
+        return Err(None);
     }
     let max_diag = (0..d).map(|i| sigma[(i, i)]).fold(0.0f64, f64::max);
     if max_diag <= 0.0 {
-        return None;
+        return Err(None);
     }
-    let llt = sigma.llt(Side::Lower).ok()?;
-    let l = llt.L();
-    let ok = (0..d).all(|i| {
-        let p = l[(i, i)];
-        p.is_finite() && p * p >= MIN_REL_PIVOT * max_diag
-    });
-    ok.then(|| l.to_owned())
+    let par = faer::get_global_parallelism();
+    let mut l = sigma.clone();
+    let mut mem = MemBuffer::new(llt::cholesky_in_place_scratch::<f64>(
+        d,
+        par,
+        Default::default(),
+    ));
+    let factored = llt::cholesky_in_place(
+        l.as_mut(),
+        Default::default(),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    );
+    let ok = factored.is_ok()
+        && (0..d).all(|i| {
+            let p = l[(i, i)];
+            p.is_finite() && p * p >= MIN_REL_PIVOT * max_diag
+        });
+    if ok {
+        Ok(l)
+    } else {
+        Err(Some(l))
+    }
 }
 
 /// tr √(Σ₁Σ₂) with Σ₁ = LLᵀ: the eigenvalues of the symmetric `Lᵀ Σ₂ L` (similar to Σ₁Σ₂),
@@ -108,14 +130,10 @@ fn sum_sqrt_clipped(lam: &[f64]) -> f64 {
 enum Factor {
     /// Σ₁ = LLᵀ (positive definite).
     Chol(Mat<f64>),
-    /// P Σ₁ Pᵀ = L Lᵀ, L d × rank (rank-deficient, N ≤ d; rank 0 for Σ₁ = 0), and Σ₁
-    /// itself for the case where the other covariance is positive definite (then that one
-    /// is factored instead).
-    Pivoted {
-        l: Mat<f64>,
-        perm: Vec<usize>,
-        sigma: Mat<f64>,
-    },
+    /// P Σ₁ Pᵀ = L Lᵀ, L d × rank (rank-deficient, N ≤ d; rank 0 for Σ₁ = 0). The other
+    /// covariance is never factored then: the r × r problem Lᵀ P Σ₂ Pᵀ L is smaller than
+    /// any d × d one, whether or not Σ₂ is positive definite.
+    Pivoted { l: Mat<f64>, perm: Vec<usize> },
 }
 
 /// A reference set's statistics with the factorisation of its covariance.
@@ -129,22 +147,21 @@ impl FidReference {
     pub fn new(s: &Stats) -> Result<FidReference> {
         let d = s.dim();
         let trace = (0..d).map(|i| s.sigma[(i, i)]).sum();
-        if let Some(l) = cholesky(&s.sigma, s.n) {
-            return Ok(FidReference {
-                mu: s.mu.clone(),
-                trace,
-                factor: Factor::Chol(l),
-            });
-        }
-        let (l, perm) = pivoted_cholesky(&s.sigma)?;
+        let buf = match cholesky(&s.sigma, s.n) {
+            Ok(l) => {
+                return Ok(FidReference {
+                    mu: s.mu.clone(),
+                    trace,
+                    factor: Factor::Chol(l),
+                })
+            }
+            Err(buf) => buf,
+        };
+        let (l, perm) = pivoted_cholesky(&s.sigma, buf)?;
         Ok(FidReference {
             mu: s.mu.clone(),
             trace,
-            factor: Factor::Pivoted {
-                l,
-                perm,
-                sigma: s.sigma.clone(),
-            },
+            factor: Factor::Pivoted { l, perm },
         })
     }
 
@@ -169,19 +186,17 @@ impl FidReference {
         let trace2: f64 = (0..d).map(|i| other.sigma[(i, i)]).sum();
         let tr_covmean = match &self.factor {
             Factor::Chol(l) => trace_sqrt_chol(l, &other.sigma)?,
-            Factor::Pivoted { l, perm, sigma } => match cholesky(&other.sigma, other.n) {
-                // eig(Σ₁Σ₂) = eig(Σ₂Σ₁): factor the positive definite one.
-                Some(l2) => trace_sqrt_chol(&l2, sigma)?,
-                None => trace_sqrt_pivoted(l, perm, &other.sigma)?,
-            },
+            Factor::Pivoted { l, perm } => trace_sqrt_pivoted(l, perm, &other.sigma)?,
         };
         finite(diff + self.trace + trace2 - 2.0 * tr_covmean, "FID")
     }
 }
 
 /// Rank-revealing Cholesky of a PSD Σ: `P Σ Pᵀ = L Lᵀ` with L d × r lower trapezoidal,
-/// r the numerical rank, and `perm[k]` the row of Σ that is row k of P Σ Pᵀ.
-fn pivoted_cholesky(sigma: &Mat<f64>) -> Result<(Mat<f64>, Vec<usize>)> {
+/// r the numerical rank, and `perm[k]` the row of Σ that is row k of P Σ Pᵀ. L's strict
+/// upper triangle holds leftovers (every use reads its top r × r block as triangular).
+/// `buf`, a d × d matrix, is reused for the work when given.
+fn pivoted_cholesky(sigma: &Mat<f64>, buf: Option<Mat<f64>>) -> Result<(Mat<f64>, Vec<usize>)> {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::cholesky::llt_pivoting::factor as piv;
     let d = sigma.nrows();
@@ -191,7 +206,13 @@ fn pivoted_cholesky(sigma: &Mat<f64>) -> Result<(Mat<f64>, Vec<usize>)> {
         return Ok((Mat::zeros(d, 0), (0..d).collect()));
     }
     let par = faer::get_global_parallelism();
-    let mut a = sigma.clone();
+    let mut a = match buf {
+        Some(mut b) if b.shape() == sigma.shape() => {
+            b.copy_from(sigma);
+            b
+        }
+        _ => sigma.clone(),
+    };
     let (mut perm, mut perm_inv) = (vec![0usize; d], vec![0usize; d]);
     let mut mem = MemBuffer::new(piv::cholesky_in_place_scratch::<usize, f64>(
         d,
@@ -208,8 +229,8 @@ fn pivoted_cholesky(sigma: &Mat<f64>) -> Result<(Mat<f64>, Vec<usize>)> {
     )
     .map_err(|e| anyhow!("pivoted Cholesky of a covariance failed (is it symmetric positive semi-definite?): {e:?}"))?;
     let r = info.rank;
-    let l = Mat::from_fn(d, r, |i, j| if i >= j { a[(i, j)] } else { 0.0 });
-    Ok((l, perm))
+    a.truncate(d, r);
+    Ok((a, perm))
 }
 
 /// tr √(Σ₁Σ₂) with P Σ₁ Pᵀ = L Lᵀ (L d × r): the eigenvalues of the r × r symmetric
@@ -221,30 +242,61 @@ fn trace_sqrt_pivoted(l: &Mat<f64>, perm: &[usize], sigma2: &Mat<f64>) -> Result
     }
     let par = faer::get_global_parallelism();
     let s2 = Mat::from_fn(d, d, |i, j| sigma2[(perm[i], perm[j])]);
-    // B = (P Σ₂ Pᵀ) L
+    // L = [L₁; L₂]: L₁ (r × r) lower triangular, L₂ ((d − r) × r) dense; the triangle
+    // saves a third of the flops of both products.
+    let (l1, l2) = l.as_ref().split_at_row(r);
+    // B = (P Σ₂ Pᵀ) L = S[:, ..r] L₁ + S[:, r..] L₂
     let mut b = Mat::<f64>::zeros(d, r);
-    matmul(
+    tri_matmul(
         b.as_mut(),
+        BlockStructure::Rectangular,
         Accum::Replace,
-        s2.as_ref(),
-        l.as_ref(),
+        s2.as_ref().subcols(0, r),
+        BlockStructure::Rectangular,
+        l1,
+        BlockStructure::TriangularLower,
         1.0,
         par,
     );
+    if r < d {
+        matmul(
+            b.as_mut(),
+            Accum::Add,
+            s2.as_ref().subcols(r, d - r),
+            l2,
+            1.0,
+            par,
+        );
+    }
     drop(s2);
-    // M = Lᵀ B, symmetric: only its lower triangle is formed and read.
+    // M = Lᵀ B = L₁ᵀ B[..r] + L₂ᵀ B[r..], symmetric: only its lower triangle is formed
+    // and read.
+    let (b1, b2) = b.as_ref().split_at_row(r);
     let mut m = Mat::<f64>::zeros(r, r);
     tri_matmul(
         m.as_mut(),
         BlockStructure::TriangularLower,
         Accum::Replace,
-        l.transpose(),
-        BlockStructure::Rectangular,
-        b.as_ref(),
+        l1.transpose(),
+        BlockStructure::TriangularUpper,
+        b1,
         BlockStructure::Rectangular,
         1.0,
         par,
     );
+    if r < d {
+        tri_matmul(
+            m.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            l2.transpose(),
+            BlockStructure::Rectangular,
+            b2,
+            BlockStructure::Rectangular,
+            1.0,
+            par,
+        );
+    }
     drop(b);
     let lam = sym_eigenvalues(m).context("eigenvalues of Lᵀ P Σ₂ Pᵀ L")?;
     Ok(sum_sqrt_clipped(&lam))
@@ -259,6 +311,7 @@ pub fn frechet_distance(a: &Stats, b: &Stats) -> Result<f64> {
 mod tests {
     use super::*;
     use crate::metrics::rng::Rng;
+    use faer::Side;
 
     fn stats(mu: Vec<f64>, sigma: Mat<f64>) -> Stats {
         Stats {
