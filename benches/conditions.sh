@@ -4,10 +4,12 @@
 #   (b) `prep build --condition depth` end to end (decode → resize → infer → encode → Parquet),
 #   (c) a straightforward Python pipeline (onnxruntime + OpenCV/NumPy, same steps),
 # with a generated depth-contract model of realistic cost (~5.3 GFLOPs per 512×512 image).
-# Usage: benches/conditions.sh [N_IMAGES=96] [THREADS=all] [BATCH=4]
+# Usage: benches/conditions.sh [N_IMAGES=96] [THREADS=all] [BATCH=4] [ROUNDS=1]
+# With ROUNDS > 1, (a), (b) and (c) run that many times interleaved (a VM's speed drifts by
+# several per cent over minutes): each round's ratios are printed, then the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-96}; THREADS=${2:-$(nproc)}; BATCH=${3:-4}
+N=${1:-96}; THREADS=${2:-$(nproc)}; BATCH=${3:-4}; ROUNDS=${4:-1}
 ./scripts/setup-ort >/dev/null
 cargo build --release --quiet
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -27,13 +29,16 @@ for i in range(n):
 PY
 P=target/release/prep
 $P models add bench-depth --file "$tmp/bench_depth.onnx" --like depth 2>/dev/null
+results=()
+for round in $(seq "$ROUNDS"); do
 a=$($P models bench bench-depth --size 512 --batch-size "$BATCH" --threads "$THREADS" --images "$N" --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')
 t0=$(date +%s.%N)
 $P build --source folder --input "$tmp/photos" --condition depth --model depth=bench-depth \
-    --resolution 512 --image-format jpeg --threads "$THREADS" --batch-size "$BATCH" --quiet --out "$tmp/out" 2>/dev/null
+    --resolution 512 --image-format jpeg --threads "$THREADS" --batch-size "$BATCH" --quiet --out "$tmp/out$round" 2>/dev/null
 t1=$(date +%s.%N)
 b=$(python3 -c "print($N / ($t1 - $t0))")
+rm -rf "$tmp/out$round"
 c=$(python3 - "$tmp/photos" "$tmp/bench_depth.onnx" "$THREADS" "$BATCH" <<'PY'
 import glob, io, sys, time, cv2, numpy as np, onnxruntime as ort, pyarrow as pa, pyarrow.parquet as pq
 photos, model, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -63,11 +68,21 @@ pq.write_table(pa.Table.from_pylist(rows), "/dev/null")
 print(len(files) / (time.perf_counter() - t0))
 PY
 )
-python3 - "$a" "$b" "$c" "$N" "$THREADS" "$BATCH" <<'PY'
-import sys
-a, b, c = map(float, sys.argv[1:4])
-print(f"images {sys.argv[4]}, threads {sys.argv[5]}, batch {sys.argv[6]}, 512x512, ~5.3 GFLOPs/image")
-print(f"(a) model alone            {a:7.2f} images/s")
-print(f"(b) prep build end to end  {b:7.2f} images/s   (b)/(a) = {b / a:.2f}  (goal >= 0.9)")
-print(f"(c) Python ort + OpenCV    {c:7.2f} images/s   (b)/(c) = {b / c:.2f}  (goal >= 1.5)")
+results+=("$a $b $c")
+done
+python3 - "$N" "$THREADS" "$BATCH" "${results[@]}" <<'PY'
+import statistics, sys
+n, threads, batch = sys.argv[1:4]
+rounds = [tuple(map(float, r.split())) for r in sys.argv[4:]]
+print(f"images {n}, threads {threads}, batch {batch}, 512x512, ~5.3 GFLOPs/image, {len(rounds)} round(s)")
+for i, (a, b, c) in enumerate(rounds, 1):
+    tag = f"round {i}: " if len(rounds) > 1 else ""
+    print(f"{tag}(a) model alone            {a:7.2f} images/s")
+    print(f"{tag}(b) prep build end to end  {b:7.2f} images/s   (b)/(a) = {b / a:.2f}  (goal >= 0.9)")
+    print(f"{tag}(c) Python ort + OpenCV    {c:7.2f} images/s   (b)/(c) = {b / c:.2f}  (goal >= 1.5)")
+if len(rounds) > 1:
+    med = statistics.median
+    print(f"median of {len(rounds)}: (a) {med(r[0] for r in rounds):.2f}  (b) {med(r[1] for r in rounds):.2f}  "
+          f"(c) {med(r[2] for r in rounds):.2f} images/s;  (b)/(a) = {med(r[1] / r[0] for r in rounds):.2f}  "
+          f"(b)/(c) = {med(r[1] / r[2] for r in rounds):.2f}")
 PY
