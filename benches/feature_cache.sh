@@ -14,10 +14,8 @@ N=${1:-400}; P=${2:-target/release/prep}
 if [ ! -x "$P" ]; then cargo build --release --quiet; P=target/release/prep; fi
 P=$(readlink -f "$P")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; [ -n "${PROXY:-}" ] && kill "$PROXY" 2>/dev/null; true' EXIT
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-moto_server -H 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & MOTO=$!
-EP="http://127.0.0.1:$PORT"
+source benches/lib.sh
+start_moto
 python3 - "$tmp/photos" "$N" "$EP" <<'PY'
 import os, sys, time, numpy as np, boto3
 from PIL import Image

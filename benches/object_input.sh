@@ -11,10 +11,9 @@ N=${1:-200}; T=${2:-$(nproc)}; P=${3:-target/release/prep}
 if [ ! -x "$P" ]; then cargo build --release --quiet; P=target/release/prep; fi
 P=$(readlink -f "$P")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; true' EXIT
-export PREP_CACHE="$tmp/cache" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-moto_server -H 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & MOTO=$!
-EP="http://127.0.0.1:$PORT"
+export PREP_CACHE="$tmp/cache"
+source benches/lib.sh
+start_moto
 python3 - "$tmp/photos" "$N" "$EP" <<'PY'
 import os, sys, time, numpy as np, boto3
 from PIL import Image

@@ -66,12 +66,10 @@ if [ -f "$MODELS/movenet-lightning.onnx" ]; then
     report "MoveNet lightning alone (192, b1)" "$(bench movenet-lightning --file "$MODELS/movenet-lightning.onnx" --size 512 --batch-size 1 --images 64)"
 fi
 if command -v moto_server >/dev/null; then
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 & MOTO=$!
-    for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$port))" 2>/dev/null && break; sleep 0.1; done
-    python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$port/bench', method='PUT'))"
-    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-    r=$(build s3://bench/run --condition canny,color --s3-endpoint "http://127.0.0.1:$port")
+    source benches/lib.sh
+    start_moto
+    python3 -c "import urllib.request as u; u.urlopen(u.Request('$EP/bench', method='PUT'))"
+    r=$(build s3://bench/run --condition canny,color --s3-endpoint "$EP")
     report "  + canny,color to s3:// (moto, loopback)" "$r"
     grep "object store" "$tmp/build.log"
 fi
