@@ -201,31 +201,9 @@ fn dense_to_band(a: &mut Mat<f64>, band: usize) {
             1.0,
             par,
         );
-        // A22 is symmetric and only its lower triangle is kept current:
-        // X = tril(A22) Y + stril(A22)ᵀ Y.
+        // A22 is symmetric and only its lower triangle is kept current.
         let a22 = a.as_ref().submatrix(pan.r0, pan.r0, m, m);
-        tri_matmul(
-            x.as_mut(),
-            BlockStructure::Rectangular,
-            Accum::Replace,
-            a22,
-            BlockStructure::TriangularLower,
-            y.as_ref(),
-            BlockStructure::Rectangular,
-            1.0,
-            par,
-        );
-        tri_matmul(
-            x.as_mut(),
-            BlockStructure::Rectangular,
-            Accum::Add,
-            a22.transpose(),
-            BlockStructure::StrictTriangularUpper,
-            y.as_ref(),
-            BlockStructure::Rectangular,
-            1.0,
-            par,
-        );
+        sym_lower_matmul(x.as_mut(), Accum::Replace, a22, y.as_ref(), par);
     }
     form_w(&mut uw[cur], &mut wv[cur], &pan, par);
     loop {
@@ -303,6 +281,39 @@ fn dense_to_band(a: &mut Mat<f64>, band: usize) {
         cur = next;
         pan = npan;
     }
+}
+
+/// `x = A y` (or `x += A y`) for the symmetric A whose lower triangle is `a` (its strict
+/// upper triangle is never read): tril(a)·y + stril(a)ᵀ·y.
+fn sym_lower_matmul(
+    mut x: faer::MatMut<'_, f64>,
+    accum: Accum,
+    a: faer::MatRef<'_, f64>,
+    y: faer::MatRef<'_, f64>,
+    par: faer::Par,
+) {
+    tri_matmul(
+        x.as_mut(),
+        BlockStructure::Rectangular,
+        accum,
+        a,
+        BlockStructure::TriangularLower,
+        y,
+        BlockStructure::Rectangular,
+        1.0,
+        par,
+    );
+    tri_matmul(
+        x,
+        BlockStructure::Rectangular,
+        Accum::Add,
+        a.transpose(),
+        BlockStructure::StrictTriangularUpper,
+        y,
+        BlockStructure::Rectangular,
+        1.0,
+        par,
+    );
 }
 
 /// QR of the column panel at `k` (rows below the band): the reflectors' `V` goes to the
@@ -474,28 +485,11 @@ fn fused_update_product(
                             -1.0,
                             seq,
                         );
-                        let xr = x.as_mut().submatrix_mut(r, 0, h, nr);
-                        tri_matmul(
-                            xr,
-                            BlockStructure::Rectangular,
+                        sym_lower_matmul(
+                            x.as_mut().submatrix_mut(r, 0, h, nr),
                             Accum::Add,
                             tile.as_ref(),
-                            BlockStructure::TriangularLower,
                             y.submatrix(c0, 0, w, nr),
-                            BlockStructure::Rectangular,
-                            1.0,
-                            seq,
-                        );
-                        let xr = x.as_mut().submatrix_mut(r, 0, h, nr);
-                        tri_matmul(
-                            xr,
-                            BlockStructure::Rectangular,
-                            Accum::Add,
-                            tile.as_ref().transpose(),
-                            BlockStructure::StrictTriangularUpper,
-                            y.submatrix(c0, 0, w, nr),
-                            BlockStructure::Rectangular,
-                            1.0,
                             seq,
                         );
                     } else {
