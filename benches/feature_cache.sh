@@ -16,24 +16,8 @@ P=$(readlink -f "$P")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; [ -n "${PROXY:-}" ] && kill "$PROXY" 2>/dev/null; true' EXIT
 source benches/lib.sh
 start_moto
-python3 - "$tmp/photos" "$N" "$EP" <<'PY'
-import os, sys, time, numpy as np, boto3
-from PIL import Image
-out, n, ep = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-os.makedirs(out)
-rng = np.random.default_rng(0)
-for i in range(n):
-    h, w = 600, 800
-    y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([(x * 255 // w), (y * 255 // h), ((x // 29 + y // 31 + i) % 7) * 36], -1)
-    img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(f"{out}/p{i:04d}.jpg", quality=90)
-for _ in range(100):
-    try:
-        boto3.client("s3", endpoint_url=ep).create_bucket(Bucket="bench"); break
-    except Exception:
-        time.sleep(0.1)
-PY
+make_photos "$tmp/photos" "$N"
+make_bucket bench
 if [ "${LATENCY_MS:-0}" != 0 ]; then
     PPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     python3 - "$PPORT" "$PORT" "$LATENCY_MS" <<'PY' & PROXY=$!

@@ -14,24 +14,12 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev
 export PREP_CACHE="$tmp/cache"
 source benches/lib.sh
 start_moto
-python3 - "$tmp/photos" "$N" "$EP" <<'PY'
-import os, sys, time, numpy as np, boto3
-from PIL import Image
-out, n, ep = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-os.makedirs(out)
-rng = np.random.default_rng(0)
-for i in range(n):
-    h, w = 600, 800
-    y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([(x * 255 // w), (y * 255 // h), ((x // 29 + y // 31 + i) % 7) * 36], -1)
-    img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(f"{out}/p{i:04d}.jpg", quality=90)
-    open(f"{out}/p{i:04d}.txt", "w").write(f"photo {i}")
-for _ in range(100):
-    try:
-        s3 = boto3.client("s3", endpoint_url=ep); s3.create_bucket(Bucket="bench"); break
-    except Exception:
-        time.sleep(0.1)
+make_photos "$tmp/photos" "$N" captions
+make_bucket bench
+python3 - "$tmp/photos" "$EP" <<'PY'
+import os, sys, boto3
+out, ep = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=ep)
 for f in sorted(os.listdir(out)):
     s3.upload_file(f"{out}/{f}", "bench", f"photos/{f}")
 PY

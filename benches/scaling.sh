@@ -18,22 +18,12 @@ P=$(readlink -f "$P")
 MODELS=${PREP_REAL_MODELS:-../shared/models}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; true' EXIT
 export PREP_CACHE="$tmp/cache"
+source benches/lib.sh
 if [ -n "${PHOTOS:-}" ]; then
     mkdir -p "$tmp/photos"; cp "$PHOTOS"/* "$tmp/photos/"
     N=$(ls "$tmp/photos"/*.jpg | wc -l)
-else python3 - "$tmp/photos" "$N" <<'PY'
-import os, sys, numpy as np
-from PIL import Image
-out, n = sys.argv[1], int(sys.argv[2]); os.makedirs(out)
-rng = np.random.default_rng(0)
-for i in range(n):
-    h, w = 600, 800
-    y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([(x * 255 // w), (y * 255 // h), ((x // 29 + y // 31 + i) % 7) * 36], -1)
-    img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(f"{out}/p{i:04d}.jpg", quality=90)
-    open(f"{out}/p{i:04d}.txt", "w").write(f"photo {i}")
-PY
+else
+    make_photos "$tmp/photos" "$N" captions
 fi
 rate() { awk -v n="$N" -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", n / (b - a) }'; }
 report() { # NAME IMAGES_PER_S
@@ -66,9 +56,8 @@ if [ -f "$MODELS/movenet-lightning.onnx" ]; then
     report "MoveNet lightning alone (192, b1)" "$(bench movenet-lightning --file "$MODELS/movenet-lightning.onnx" --size 512 --batch-size 1 --images 64)"
 fi
 if command -v moto_server >/dev/null; then
-    source benches/lib.sh
     start_moto
-    python3 -c "import urllib.request as u; u.urlopen(u.Request('$EP/bench', method='PUT'))"
+    make_bucket bench
     r=$(build s3://bench/run --condition canny,color --s3-endpoint "$EP")
     report "  + canny,color to s3:// (moto, loopback)" "$r"
     grep "object store" "$tmp/build.log"
