@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,18 +73,9 @@ fn serve() -> Server {
             req.fetch_add(1, Ordering::SeqCst);
             let (jpg, seen) = (jpg.clone(), seen.clone());
             std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
+                let Some(path) = read_request_path(&s) else {
                     return;
-                }
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                };
                 let n = {
                     let mut m = seen.lock().unwrap();
                     let c = m.entry(path.clone()).or_insert(0);
@@ -182,7 +173,7 @@ fn serve() -> Server {
                     ),
                     _ => respond(&mut s, "404 Not Found", &[], b""),
                 }
-                let _ = r.read(&mut [0u8; 1]);
+                let _ = s.read(&mut [0u8; 1]);
             });
         }
     });

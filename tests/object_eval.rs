@@ -1006,25 +1006,16 @@ fn eval_control_and_eval_text_read_their_inputs_from_s3() {
 /// An image server on loopback: `/ok/NAME` serves a JPEG, `/flaky` answers 502 while
 /// `broken` is set and the JPEG otherwise, anything else 404.
 fn image_server(broken: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let body = jpeg(&photo(80, 60, 5));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut line = String::new();
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            if r.read_line(&mut line).is_err() {
+            let Some(path) = read_request_path(&conn) else {
                 continue;
-            }
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            };
             let ok = path.starts_with("/ok/")
                 || (path == "/flaky" && !broken.load(std::sync::atomic::Ordering::SeqCst));
             let (status, b): (&str, &[u8]) = if ok {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -179,18 +179,9 @@ fn serve() -> (String, std::thread::JoinHandle<()>) {
             let Ok(mut s) = stream else { continue };
             let jpg = jpg.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
+                let Some(path) = read_request_path(&s) else {
                     return;
-                }
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                        break;
-                    }
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                };
                 let (status, ctype, body): (&str, &str, Vec<u8>) = if path.starts_with("/ok/") {
                     ("200 OK", "image/jpeg", jpg.to_vec())
                 } else if path == "/html" {

@@ -325,3 +325,20 @@ pub fn err(o: Output) -> String {
     assert!(!o.status.success(), "prep should have failed");
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// The front half of the loopback HTTP test servers: read one HTTP/1.1 request's line and
+/// headers from `s` and return its path ("/" when the line has none); `None` when the
+/// request line cannot be read.
+pub fn read_request_path(s: &std::net::TcpStream) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    Some(line.split_whitespace().nth(1).unwrap_or("/").to_string())
+}
