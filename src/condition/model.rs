@@ -376,8 +376,15 @@ pub fn depth_u8(v: &[f32]) -> Vec<u8> {
         v.iter().fold(0f32, |m, &d| m.max(d - min))
     };
     if range > 0.0 {
+        // clamp(0, 255) as u8 with NaN → 0, written as max/min (which ignore NaN) and an
+        // unchecked cast of the in-range result, so that it compiles to vector instructions
+        // (the checked cast's NaN and overflow handling keeps it scalar).
         v.iter()
-            .map(|&d| (((d - min) / range) * 255.0).clamp(0.0, 255.0) as u8)
+            .map(|&d| {
+                let t = (((d - min) / range) * 255.0).max(0.0).min(255.0);
+                // SAFETY: t is finite and in [0, 255], so the truncation fits in i32.
+                unsafe { t.to_int_unchecked::<i32>() as u8 }
+            })
             .collect()
     } else {
         vec![0; v.len()]
