@@ -281,11 +281,11 @@ impl ParquetSink {
             bail!("internal error: commit without a shard");
         };
         debug_assert_eq!(shard, stats.shard);
-        stats.rows = match writer {
+        let (rows, (bytes, sha256)) = match writer {
             Writer::Parquet(w) => w.finish()?,
             Writer::Tar(w) => w.finish()?,
         };
-        let (bytes, sha256) = hash_file(&tmp)?;
+        stats.rows = rows;
         let rel = data_rel_as(shard, self.format);
         stats.parquet = FileInfo {
             file: rel.clone(),
@@ -365,6 +365,44 @@ impl ParquetSink {
 impl Drop for ParquetSink {
     fn drop(&mut self) {
         self.abort_shard();
+    }
+}
+
+/// A shard file being written: every byte that reaches the file also goes through
+/// SHA-256, so the commit knows the file's size and digest without reading it back (the
+/// hash runs while rows stream in, not in a pass over the whole shard at the end).
+pub struct HashingFile {
+    file: std::fs::File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl HashingFile {
+    pub fn create(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(HashingFile {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Size and hex SHA-256 of everything written.
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 

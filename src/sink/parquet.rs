@@ -11,6 +11,8 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+
+use super::HashingFile;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -160,15 +162,14 @@ impl DatasetSchema {
 pub struct ShardWriter {
     schema: Arc<Schema>,
     dataset: DatasetSchema,
-    writer: ArrowWriter<BufWriter<File>>,
+    writer: ArrowWriter<BufWriter<HashingFile>>,
     rows: usize,
 }
 
 impl ShardWriter {
     pub fn create(path: &Path, dataset: &DatasetSchema, resolution: u32) -> Result<Self> {
         let schema = Arc::new(dataset.arrow_schema());
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = HashingFile::create(path)?;
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             schema.clone(),
@@ -199,12 +200,13 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Finish the file (footer written, data flushed to the OS). Returns the row count.
-    pub fn finish(self) -> Result<usize> {
+    /// Finish the file (footer written, data flushed to the OS). Returns the row count
+    /// and the file's size and SHA-256.
+    pub fn finish(self) -> Result<(usize, (u64, String))> {
         let rows = self.rows;
-        let mut inner = self.writer.into_inner()?;
-        std::io::Write::flush(&mut inner)?;
-        Ok(rows)
+        let inner = self.writer.into_inner()?;
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
+        Ok((rows, file.finish()))
     }
 }
 

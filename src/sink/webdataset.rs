@@ -4,25 +4,24 @@
 //! LAION loader) read. `/` in keys becomes `_` so each sample is one flat group.
 //! Headers are fixed (mtime 0, uid/gid 0, mode 0644), so the bytes are deterministic.
 
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use super::parquet::{DatasetSchema, Row};
+use super::HashingFile;
 use crate::record::MetaValue;
 
 pub struct TarShardWriter {
-    builder: tar::Builder<BufWriter<File>>,
+    builder: tar::Builder<BufWriter<HashingFile>>,
     schema: DatasetSchema,
     rows: usize,
 }
 
 impl TarShardWriter {
     pub fn create(path: &Path, schema: &DatasetSchema) -> Result<Self> {
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = HashingFile::create(path)?;
         let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
         builder.mode(tar::HeaderMode::Deterministic);
         Ok(TarShardWriter {
@@ -80,13 +79,14 @@ impl TarShardWriter {
         Ok(())
     }
 
-    pub fn finish(self) -> Result<usize> {
+    /// Finish the archive; returns the row count and the file's size and SHA-256.
+    pub fn finish(self) -> Result<(usize, (u64, String))> {
         let rows = self.rows;
-        let mut inner = self
+        let inner = self
             .builder
             .into_inner()
             .context("cannot finish the tar shard")?;
-        std::io::Write::flush(&mut inner)?;
-        Ok(rows)
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
+        Ok((rows, file.finish()))
     }
 }
