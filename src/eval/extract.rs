@@ -376,22 +376,31 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
         .to_rgb8())
 }
 
-/// libjpeg-turbo (mozjpeg's decoder is libjpeg-turbo's) to RGB; `None` for colour spaces
-/// Pillow converts itself (CMYK, YCCK) or on any decoder error (the caller falls back).
+/// libjpeg-turbo (the TurboJPEG API, defaults as Pillow's: ISLOW IDCT, fancy upsampling)
+/// to RGB; `None` for colour spaces Pillow converts itself (CMYK, YCCK) or on any decoder
+/// error or warning (the caller falls back).
 fn decode_jpeg_like_pil(bytes: &[u8]) -> Option<image::RgbImage> {
-    use mozjpeg::ColorSpace;
-    let d = mozjpeg::Decompress::new_mem(bytes).ok()?;
+    use turbojpeg::Colorspace;
+    let mut d = turbojpeg::Decompressor::new().ok()?;
+    let header = d.read_header(bytes).ok()?;
     if !matches!(
-        d.color_space(),
-        ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB
-    ) {
+        header.colorspace,
+        Colorspace::YCbCr | Colorspace::Gray | Colorspace::RGB
+    ) || header.is_lossless
+    {
         return None;
     }
-    let (w, h) = (d.width() as u32, d.height() as u32);
-    let mut started = d.rgb().ok()?;
-    let px: Vec<[u8; 3]> = started.read_scanlines().ok()?;
-    started.finish().ok()?;
-    image::RgbImage::from_raw(w, h, px.into_iter().flatten().collect())
+    let (w, h) = (header.width, header.height);
+    let mut px = vec![0u8; w.checked_mul(h)?.checked_mul(3)?];
+    let out = turbojpeg::Image {
+        pixels: &mut px[..],
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    d.decompress(bytes, out).ok()?;
+    image::RgbImage::from_raw(u32::try_from(w).ok()?, u32::try_from(h).ok()?, px)
 }
 
 #[cfg(test)]

@@ -47,8 +47,12 @@ pub fn encode(
     Ok(out)
 }
 
-/// Baseline JPEG with 4:2:0 chroma subsampling (libjpeg's, PIL's and OpenCV's default),
-/// through the SIMD `jpeg-encoder` (several times faster than `image`'s encoder).
+/// Baseline JPEG through libjpeg-turbo (the `turbojpeg` crate builds it from source with
+/// its SIMD code): 4:2:0 chroma subsampling, the accurate integer DCT and the standard
+/// Huffman tables, as PIL's `Image.save(quality=q)` and OpenCV's `imencode` write, so the
+/// bytes equal theirs (`scripts/test` checks this) — and ~2.7× faster than the pure-Rust
+/// `jpeg-encoder` (0.60 vs 1.66 ms for 512×480). libjpeg-turbo's SIMD paths give the same
+/// bytes as its C code, so output does not depend on the CPU.
 fn encode_jpeg(
     pixels: &[u8],
     width: u32,
@@ -56,26 +60,49 @@ fn encode_jpeg(
     channels: u8,
     quality: u8,
 ) -> Result<Vec<u8>, RowFailure> {
-    let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
-        (Ok(w), Ok(h)) => (w, h),
-        _ => {
-            return Err(RowFailure::new(
-                "encode_error",
-                format!("{width}x{height} is too large for JPEG (max 65535 per side); use --image-format png"),
-            ))
-        }
-    };
-    let mut out = Vec::with_capacity(pixels.len() / 4);
-    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
-    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-    let color = if channels == 1 {
-        jpeg_encoder::ColorType::Luma
+    if width > 65535 || height > 65535 {
+        return Err(RowFailure::new(
+            "encode_error",
+            format!("{width}x{height} is too large for JPEG (max 65535 per side); use --image-format png"),
+        ));
+    }
+    let (w, h, ch) = (width as usize, height as usize, usize::from(channels));
+    if pixels.len() != w * h * ch {
+        return Err(RowFailure::new(
+            "encode_error",
+            format!("{w}x{h}x{ch} image with {} bytes", pixels.len()),
+        ));
+    }
+    let (format, subsamp) = if channels == 1 {
+        (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
     } else {
-        jpeg_encoder::ColorType::Rgb
+        (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2)
     };
-    enc.encode(pixels, w, h, color)
-        .map_err(|e| RowFailure::new("encode_error", e.to_string()))?;
-    Ok(out)
+    let fail = |e: turbojpeg::Error| RowFailure::new("encode_error", format!("libjpeg-turbo: {e}"));
+    thread_local! {
+        // One compressor per thread: its state is reused from image to image.
+        static COMPRESSOR: std::cell::RefCell<Option<turbojpeg::Compressor>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(turbojpeg::Compressor::new().map_err(fail)?);
+        }
+        let c = c
+            .as_mut()
+            .ok_or_else(|| RowFailure::new("internal", "no JPEG compressor"))?;
+        c.set_quality(i32::from(quality)).map_err(fail)?;
+        c.set_subsamp(subsamp).map_err(fail)?;
+        let image = turbojpeg::Image {
+            pixels,
+            width: w,
+            pitch: w * ch,
+            height: h,
+            format,
+        };
+        c.compress_to_vec(image).map_err(fail)
+    })
 }
 
 /// Condition maps are always lossless PNG.
