@@ -235,7 +235,7 @@ pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInp
 
 /// Squeeze a per-image output to an H×W map.
 fn squeeze_map<'a>(
-    out: &'a ArrayD<f32>,
+    out: ndarray::ArrayViewD<'a, f32>,
     model: &str,
 ) -> Result<(usize, usize, Cow<'a, [f32]>), RowFailure> {
     let dims: Vec<usize> = out.shape().iter().copied().filter(|&d| d != 1).collect();
@@ -248,11 +248,41 @@ fn squeeze_map<'a>(
             ),
         ));
     }
-    let v = match out.as_slice() {
+    let v = match out.to_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(out.iter().copied().collect()),
     };
     Ok((dims[0], dims[1], v))
+}
+
+/// The depth condition's 8-bit map, made on the inference thread straight from ONNX
+/// Runtime's output (no copy; the output is still in cache) when the map is already at
+/// image size after the padding is cut away; `None` when it needs the bicubic resize,
+/// which stays on the CPU pool with the copied output.
+fn depth_map_early(
+    out: ndarray::ArrayViewD<'_, f32>,
+    p: &Placement,
+    model: &str,
+) -> Option<Result<Vec<u8>, RowFailure>> {
+    let map = match squeeze_map(out, model) {
+        Ok(m) => m,
+        Err(e) => return Some(Err(e)),
+    };
+    if map_size_after_crop(map.1, map.0, p) != (p.orig.0 as usize, p.orig.1 as usize) {
+        return None;
+    }
+    let (_, _, v) = to_image_map(map, p, true);
+    Some(Ok(depth_u8(&v)))
+}
+
+/// A W×H model map's size once the padding of `p` is cut away (the content area when the
+/// map is at input size).
+fn map_size_after_crop(mw: usize, mh: usize, p: &Placement) -> (usize, usize) {
+    if (mw, mh) == (p.input.0 as usize, p.input.1 as usize) && p.content != p.input {
+        (p.content.0 as usize, p.content.1 as usize)
+    } else {
+        (mw, mh)
+    }
 }
 
 /// cv2.resize on one float channel (`INTER_LINEAR` or `INTER_CUBIC`, half-pixel centres,
@@ -379,6 +409,7 @@ pub fn depth_u8(v: &[f32]) -> Vec<u8> {
         // clamp(0, 255) as u8 with NaN → 0, written as max/min (which ignore NaN) and an
         // unchecked cast of the in-range result, so that it compiles to vector instructions
         // (the checked cast's NaN and overflow handling keeps it scalar).
+        #[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min turn it into 0
         v.iter()
             .map(|&d| {
                 let t = (((d - min) / range) * 255.0).max(0.0).min(255.0);
@@ -440,10 +471,18 @@ pub struct LoadedModel {
     pub detector: Option<Box<LoadedModel>>,
 }
 
+/// An image's model output as the inference stage hands it on.
+enum Early {
+    Raw(ArrayD<f32>),
+    Map(Result<Vec<u8>, RowFailure>),
+}
+
 /// The per-row state between the three stages.
 pub struct Pending {
     inputs: Vec<Option<ModelInput>>,
     outputs: Vec<Option<ArrayD<f32>>>,
+    /// Depth maps already made on the inference thread (instead of `outputs`).
+    depth_maps: Vec<Option<Result<Vec<u8>, RowFailure>>>,
     /// Two-stage pose models: the persons found (COCO-17 body keypoints).
     poses: Vec<Option<Vec<Person>>>,
     /// The preprocessed image, kept when a pose model crops it.
@@ -588,7 +627,19 @@ impl LoadedModel {
         batch_size: usize,
         outputs: &[usize],
     ) -> Result<Vec<Option<Vec<ArrayD<f32>>>>> {
-        let mut res: Vec<Option<Vec<ArrayD<f32>>>> = inputs.iter().map(|_| None).collect();
+        self.run_grouped_with(inputs, batch_size, outputs, |_, _, a| Ok(a.to_owned()))
+    }
+
+    /// [`LoadedModel::run_grouped`] with each image's outputs passed through
+    /// `take(index into inputs, output, view)` (see [`Net::run_split_with`]).
+    fn run_grouped_with<T>(
+        &self,
+        inputs: &[Option<&ModelInput>],
+        batch_size: usize,
+        outputs: &[usize],
+        mut take: impl FnMut(usize, usize, ndarray::ArrayViewD<'_, f32>) -> Result<T>,
+    ) -> Result<Vec<Option<Vec<T>>>> {
+        let mut res: Vec<Option<Vec<T>>> = inputs.iter().map(|_| None).collect();
         let max_batch = self.max_batch(batch_size);
         let mut net = self
             .net
@@ -616,13 +667,14 @@ impl LoadedModel {
                 .lock()
                 .map_err(|_| anyhow::anyhow!("model {}: buffer lock poisoned", self.entry.name))?;
             let (f, int) = &mut *scratch;
+            let at = |k: usize, o: usize, a: ndarray::ArrayViewD<'_, f32>| take(i + k, o, a);
             let outs = match &first.data {
                 // A batch of one runs on the image's own buffer (no copy).
                 InputData::F32(d) if n == 1 => {
-                    net.run_split(&self.input_name, &shape, Batch::F32(d), outputs, 1)?
+                    net.run_split_with(&self.input_name, &shape, Batch::F32(d), outputs, 1, at)?
                 }
                 InputData::I32(d) if n == 1 => {
-                    net.run_split(&self.input_name, &shape, Batch::I32(d), outputs, 1)?
+                    net.run_split_with(&self.input_name, &shape, Batch::I32(d), outputs, 1, at)?
                 }
                 InputData::F32(_) => {
                     f.clear();
@@ -632,7 +684,7 @@ impl LoadedModel {
                             f.extend_from_slice(d);
                         }
                     }
-                    net.run_split(&self.input_name, &shape, Batch::F32(f), outputs, n)?
+                    net.run_split_with(&self.input_name, &shape, Batch::F32(f), outputs, n, at)?
                 }
                 InputData::I32(_) => {
                     int.clear();
@@ -642,10 +694,10 @@ impl LoadedModel {
                             int.extend_from_slice(d);
                         }
                     }
-                    net.run_split(&self.input_name, &shape, Batch::I32(int), outputs, n)?
+                    net.run_split_with(&self.input_name, &shape, Batch::I32(int), outputs, n, at)?
                 }
             };
-            let mut per_output: Vec<std::vec::IntoIter<ArrayD<f32>>> =
+            let mut per_output: Vec<std::vec::IntoIter<T>> =
                 outs.into_iter().map(|o| o.into_iter()).collect();
             for slot in res[i..j].iter_mut() {
                 *slot = Some(per_output.iter_mut().filter_map(|o| o.next()).collect());
@@ -726,6 +778,7 @@ impl ModelSet {
                 })
                 .collect(),
             outputs: self.models.iter().map(|_| None).collect(),
+            depth_maps: self.models.iter().map(|_| None).collect(),
             poses: self.models.iter().map(|_| None).collect(),
             image: two_stage.then(|| rgb.clone()),
         }
@@ -743,11 +796,25 @@ impl ModelSet {
             }
             let inputs: Vec<Option<&ModelInput>> =
                 rows.iter().map(|r| r.inputs[mi].as_ref()).collect();
-            let outs = m.run_grouped(&inputs, self.settings.batch_size, &[m.output])?;
+            let depth = m.entry.output.decoder == DecoderKind::Depth;
+            let name = &m.entry.name;
+            let outs =
+                m.run_grouped_with(&inputs, self.settings.batch_size, &[m.output], |k, _, a| {
+                    let early = match inputs[k] {
+                        Some(x) if depth => depth_map_early(a.view(), &x.place, name),
+                        _ => None,
+                    };
+                    Ok(match early {
+                        Some(map) => Early::Map(map),
+                        None => Early::Raw(a.to_owned()),
+                    })
+                })?;
             let mut pool = self.pool.lock().ok();
             for (r, o) in rows.iter_mut().zip(outs) {
-                if let Some(mut o) = o {
-                    r.outputs[mi] = o.pop();
+                match o.and_then(|mut o| o.pop()) {
+                    Some(Early::Raw(a)) => r.outputs[mi] = Some(a),
+                    Some(Early::Map(map)) => r.depth_maps[mi] = Some(map),
+                    None => {}
                 }
                 // The input is in the batch now: recycle its buffer.
                 if let (
@@ -896,10 +963,15 @@ impl ModelSet {
                 conditions[u.slot] = crate::imaging::encode::encode_png(img.as_raw(), w, h, 3)?;
                 continue;
             }
+            if let Some(map) = &pending.depth_maps[u.model] {
+                let map = map.as_ref().map_err(Clone::clone)?;
+                conditions[u.slot] = crate::imaging::encode::encode_png(map, w, h, 1)?;
+                continue;
+            }
             let out = pending.outputs[u.model].as_ref().ok_or_else(missing)?;
             let png = match (m.entry.output.decoder, u.kind) {
                 (DecoderKind::Edge, kind) => {
-                    let (_, _, v) = to_image_map(squeeze_map(out, name)?, place, false);
+                    let (_, _, v) = to_image_map(squeeze_map(out.view(), name)?, place, false);
                     let px = if kind == ConditionKind::Sketch {
                         binary_edges(&v, self.settings.sketch_threshold)
                     } else {
@@ -908,7 +980,7 @@ impl ModelSet {
                     crate::imaging::encode::encode_png(&px, w, h, 1)?
                 }
                 (DecoderKind::Depth, _) => {
-                    let (_, _, v) = to_image_map(squeeze_map(out, name)?, place, true);
+                    let (_, _, v) = to_image_map(squeeze_map(out.view(), name)?, place, true);
                     crate::imaging::encode::encode_png(&depth_u8(&v), w, h, 1)?
                 }
                 (DecoderKind::Movenet, _) => {
@@ -1190,7 +1262,7 @@ pub fn decode_gray(
 ) -> Result<GrayImage, RowFailure> {
     let (w, h) = place.orig;
     let cubic = decoder == DecoderKind::Depth;
-    let (_, _, v) = to_image_map(squeeze_map(out, "model")?, place, cubic);
+    let (_, _, v) = to_image_map(squeeze_map(out.view(), "model")?, place, cubic);
     let px = match (decoder, kind) {
         (DecoderKind::Depth, _) => depth_u8(&v),
         (_, ConditionKind::Sketch) => binary_edges(&v, sketch_threshold),

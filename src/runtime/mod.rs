@@ -322,15 +322,31 @@ impl Net {
         outputs: &[usize],
         n: usize,
     ) -> Result<Vec<Vec<ArrayD<f32>>>> {
+        self.run_split_with(input, shape, data, outputs, n, |_, _, a| Ok(a.to_owned()))
+    }
+
+    /// Like [`Net::run_split`], but each image's part of each selected output is handed to
+    /// `take(image, output, view)` while it is still in ONNX Runtime's buffer: a caller that
+    /// reduces it (a depth map to 8 bits) saves the copy and reads the output while it is
+    /// in cache.
+    pub fn run_split_with<T>(
+        &mut self,
+        input: &str,
+        shape: &[usize],
+        data: Batch<'_>,
+        outputs: &[usize],
+        n: usize,
+        mut take: impl FnMut(usize, usize, ndarray::ArrayViewD<'_, f32>) -> Result<T>,
+    ) -> Result<Vec<Vec<T>>> {
         let name = self.name.clone();
         self.run_with(input, shape, data, outputs, |arr, i| {
             if arr.ndim() > 0 && arr.shape()[0] == n {
-                Ok(arr
-                    .axis_iter(ndarray::Axis(0))
-                    .map(|a| a.to_owned())
-                    .collect())
+                arr.axis_iter(ndarray::Axis(0))
+                    .enumerate()
+                    .map(|(k, a)| take(k, i, a))
+                    .collect()
             } else if n == 1 {
-                Ok(vec![arr.to_owned()])
+                Ok(vec![take(0, i, arr)?])
             } else {
                 bail!(
                     "model {name}: output {i} has shape {:?}, without a batch dimension of {n}",
