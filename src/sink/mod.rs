@@ -76,7 +76,7 @@ pub enum OutputFormat {
 
 enum Writer {
     Parquet(Box<ShardWriter>),
-    Tar(webdataset::TarShardWriter),
+    Tar(Box<webdataset::TarShardWriter>),
 }
 
 pub fn status_rel(shard: usize) -> String {
@@ -245,9 +245,10 @@ impl ParquetSink {
                 &self.schema,
                 self.resolution,
             )?)),
-            OutputFormat::Webdataset => {
-                Writer::Tar(webdataset::TarShardWriter::create(&tmp, &self.schema)?)
-            }
+            OutputFormat::Webdataset => Writer::Tar(Box::new(webdataset::TarShardWriter::create(
+                &tmp,
+                &self.schema,
+            )?)),
         };
         self.current = Some((shard, tmp, writer));
         Ok(())
