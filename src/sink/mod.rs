@@ -376,7 +376,12 @@ pub struct HashingFile {
     file: std::fs::File,
     hasher: Sha256,
     bytes: u64,
+    /// Bytes whose writeback to disk has been started (see `write`).
+    flushing: u64,
 }
+
+/// Start the disk writeback of a shard every this many bytes written.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl HashingFile {
     pub fn create(path: &std::path::Path) -> Result<Self> {
@@ -386,6 +391,7 @@ impl HashingFile {
             file,
             hasher: Sha256::new(),
             bytes: 0,
+            flushing: 0,
         })
     }
 
@@ -400,6 +406,26 @@ impl std::io::Write for HashingFile {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        if self.bytes - self.flushing >= WRITEBACK_EVERY {
+            // Have the kernel start writing what is there to disk now (it does not wait),
+            // so the fsync at the commit finds little left: without this, an 80-170 MB
+            // shard's whole writeback (~40-80 ms here) ran after the last row.
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a plain syscall on our own open descriptor; a failure only
+                // means the fsync at the commit does all the work, as before.
+                unsafe {
+                    libc::sync_file_range(
+                        self.file.as_raw_fd(),
+                        self.flushing as libc::off64_t,
+                        (self.bytes - self.flushing) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.flushing = self.bytes;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
