@@ -367,40 +367,13 @@ fn put_row(m: &mut Mat<f64>, i: usize, row: &[f32]) -> Result<()> {
 /// feature models amplify that; CMYK JPEGs and other formats use the `image` crate.
 pub fn decode(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        if let Some(img) = decode_jpeg_like_pil(bytes) {
+        if let Some(img) = crate::imaging::decode::decode_jpeg_libjpeg_turbo(bytes) {
             return Ok(img);
         }
     }
     Ok(image::load_from_memory(bytes)
         .with_context(|| format!("cannot decode image {name}"))?
         .to_rgb8())
-}
-
-/// libjpeg-turbo (the TurboJPEG API, defaults as Pillow's: ISLOW IDCT, fancy upsampling)
-/// to RGB; `None` for colour spaces Pillow converts itself (CMYK, YCCK) or on any decoder
-/// error or warning (the caller falls back).
-fn decode_jpeg_like_pil(bytes: &[u8]) -> Option<image::RgbImage> {
-    use turbojpeg::Colorspace;
-    let mut d = turbojpeg::Decompressor::new().ok()?;
-    let header = d.read_header(bytes).ok()?;
-    if !matches!(
-        header.colorspace,
-        Colorspace::YCbCr | Colorspace::Gray | Colorspace::RGB
-    ) || header.is_lossless
-    {
-        return None;
-    }
-    let (w, h) = (header.width, header.height);
-    let mut px = vec![0u8; w.checked_mul(h)?.checked_mul(3)?];
-    let out = turbojpeg::Image {
-        pixels: &mut px[..],
-        width: w,
-        pitch: w * 3,
-        height: h,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    d.decompress(bytes, out).ok()?;
-    image::RgbImage::from_raw(u32::try_from(w).ok()?, u32::try_from(h).ok()?, px)
 }
 
 #[cfg(test)]
