@@ -4,14 +4,14 @@
 #   (b) `prep build --condition depth` end to end (decode → resize → infer → encode → Parquet),
 #   (c) a straightforward Python pipeline (onnxruntime + OpenCV/NumPy, same steps),
 # with a generated depth-contract model of realistic cost (~5.3 GFLOPs per 512×512 image).
-# Usage: benches/conditions.sh [N_IMAGES=96] [THREADS=all] [BATCH=4] [ROUNDS=1]
+# Usage: benches/conditions.sh [N_IMAGES=96] [THREADS=all] [BATCH=1, prep's CPU default] [ROUNDS=1]
 # With ROUNDS > 1, (a), (b) and (c) run that many times interleaved (a VM's speed drifts by
 # several per cent over minutes): each round's ratios are printed, then the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-96}; THREADS=${2:-$(nproc)}; BATCH=${3:-4}; ROUNDS=${4:-1}
+N=${1:-96}; THREADS=${2:-$(nproc)}; BATCH=${3:-1}; ROUNDS=${4:-1}
 ./scripts/setup-ort >/dev/null
-cargo build --release --quiet
+./scripts/setup-build && cargo build --release --quiet
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export PREP_CACHE="$tmp/cache"
 python3 tests/fixtures/models/make_models.py --bench "$tmp/bench_depth.onnx"

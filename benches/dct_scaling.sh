@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 N=${1:-300}
 PORT=${PORT:-18932}
 work=${WORK:-$(mktemp -d)}
-cargo build --release --quiet
+./scripts/setup-build && cargo build --release --quiet
 if [ ! -f "$work/corpus/meta.parquet" ]; then
   python3 benches/make_corpus.py demo/demo "$work/corpus" "$N" "http://127.0.0.1:$PORT" 1200 3000
 fi

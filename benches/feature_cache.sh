@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-400}; P=${2:-target/release/prep}
-if [ ! -x "$P" ]; then cargo build --release --quiet; P=target/release/prep; fi
+if [ ! -x "$P" ]; then ./scripts/setup-build && cargo build --release --quiet; P=target/release/prep; fi
 P=$(readlink -f "$P")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; [ -n "${PROXY:-}" ] && kill "$PROXY" 2>/dev/null; true' EXIT
 source benches/lib.sh

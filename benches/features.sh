@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-128}; THREADS=${2:-$(nproc)}; BATCH=${3:-16}
 ./scripts/setup-ort >/dev/null
-cargo build --release --quiet
+./scripts/setup-build && cargo build --release --quiet
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 export PREP_CACHE="$tmp/cache"
 python3 tests/fixtures/models/make_feature_models.py --bench "$tmp/bench_inception.onnx"

@@ -23,7 +23,7 @@ if [ ! -x "$venv/bin/img2dataset" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q img2dataset
 fi
-cargo build --release --quiet
+./scripts/setup-build && cargo build --release --quiet
 prep=target/release/prep
 
 if [ ! -f "$work/corpus/meta.parquet" ]; then

@@ -8,7 +8,7 @@
 
 Times are wall clock; prep's include process start and file reading (median of --runs
 runs; SciPy's sqrtm is timed once). Usage:
-  cargo build --release && python3 benches/fid_bench.py [--n 50000] [--d 2048]
+  ./scripts/setup-build && cargo build --release && python3 benches/fid_bench.py [--n 50000] [--d 2048]
 """
 import argparse
 import json

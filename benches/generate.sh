@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2}; STEPS=${2:-10}; THREADS=${3:-$(nproc)}; PROFILE=${4:-release}
 ./scripts/setup-ort >/dev/null
+./scripts/setup-build
 if [ "$PROFILE" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
 P=target/$PROFILE/prep
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}; T=${2:-$(nproc)}; P=${3:-target/release/prep}
-if [ ! -x "$P" ]; then cargo build --release --quiet; P=target/release/prep; fi
+if [ ! -x "$P" ]; then ./scripts/setup-build && cargo build --release --quiet; P=target/release/prep; fi
 P=$(readlink -f "$P")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; [ -n "${MOTO:-}" ] && kill "$MOTO" 2>/dev/null; true' EXIT
 export PREP_CACHE="$tmp/cache"

@@ -161,7 +161,8 @@ pub struct BuildCommand {
     #[arg(long, value_name = "NAME=PATH")]
     pub model_file: Vec<String>,
 
-    /// Images per inference call of the model-backed conditions [default: 4].
+    /// Images per inference call of the model-backed conditions [default: 1 on CPU, 4 with
+    /// --device cuda].
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
 
