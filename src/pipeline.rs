@@ -1145,7 +1145,7 @@ impl Ctx {
         let (w, h) = src.dimensions();
         let geo = Geometry::new(cfg.resize_mode, cfg.resolution, w, h);
         let rgb = geo.apply_rgb(&src);
-        drop(src);
+        crate::imaging::decode::recycle(src);
         let persons = rec.annotations.persons.as_ref().map(|ps| {
             ps.iter()
                 .map(|p| {

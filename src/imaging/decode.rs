@@ -71,6 +71,20 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, RowFailure>
     Ok(to_rgb_on_white(img))
 }
 
+thread_local! {
+    /// A decoded image's buffer handed back by [`recycle`], for this thread's next JPEG.
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hand a decoded image that is no longer needed back to this thread's decoder (kept
+/// when it is at most 32 MiB, so an occasional huge image does not stay resident).
+pub fn recycle(img: RgbImage) {
+    let v = img.into_raw();
+    if v.capacity() <= 32 << 20 {
+        SPARE.with(|s| *s.borrow_mut() = v);
+    }
+}
+
 /// A JPEG decoded by libjpeg-turbo, the decoder of PIL and OpenCV (ISLOW IDCT, fancy
 /// upsampling): the pixels equal their `Image.open().convert("RGB")` / `imread`, which
 /// zune-jpeg's do not (up to 8 levels on 12-17 % of values of ordinary photos, and up
@@ -93,7 +107,15 @@ pub fn decode_jpeg_libjpeg_turbo(bytes: &[u8]) -> Option<RgbImage> {
         return None;
     }
     let (w, h) = (header.width, header.height);
-    let mut px = vec![0u8; w.checked_mul(h)?.checked_mul(3)?];
+    let n = w.checked_mul(h)?.checked_mul(3)?;
+    // Decode into this thread's recycled buffer when there is one: libjpeg-turbo writes
+    // every byte, so only a part that grows needs initialising (no 1 MB memset per photo).
+    let mut px = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if px.len() >= n {
+        px.truncate(n);
+    } else {
+        px.resize(n, 0);
+    }
     let out = turbojpeg::Image {
         pixels: &mut px[..],
         width: w,

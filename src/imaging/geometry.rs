@@ -95,9 +95,16 @@ impl Geometry {
             );
         // Both images are plain RGB8 buffers of the declared sizes and the crop box lies
         // inside the source, which is all the resizer checks; an error here is a bug.
-        Resizer::new()
-            .resize(img, &mut dst, &opts)
-            .expect("RGB8 resize between valid buffers");
+        thread_local! {
+            // One resizer per thread: it keeps its scratch buffer from image to image
+            // (a fresh one allocates and zeroes it on every call).
+            static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+        }
+        RESIZER.with(|r| {
+            r.borrow_mut()
+                .resize(img, &mut dst, &opts)
+                .expect("RGB8 resize between valid buffers")
+        });
         dst
     }
 
