@@ -348,8 +348,8 @@ fn to_image_map<'a>(
 ) -> (usize, usize, Cow<'a, [f32]>) {
     let (mh, mw, mut v) = map;
     let (mut w, mut h) = (mw, mh);
-    if (mw, mh) == (p.input.0 as usize, p.input.1 as usize) && p.content != p.input {
-        let (cw, ch) = (p.content.0 as usize, p.content.1 as usize);
+    let (cw, ch) = map_size_after_crop(mw, mh, p);
+    if (cw, ch) != (mw, mh) {
         let (ox, oy) = (p.off.0 as usize, p.off.1 as usize);
         let mut c = Vec::with_capacity(cw * ch);
         for y in oy..oy + ch {
@@ -480,9 +480,8 @@ enum Early {
 /// The per-row state between the three stages.
 pub struct Pending {
     inputs: Vec<Option<ModelInput>>,
-    outputs: Vec<Option<ArrayD<f32>>>,
-    /// Depth maps already made on the inference thread (instead of `outputs`).
-    depth_maps: Vec<Option<Result<Vec<u8>, RowFailure>>>,
+    /// Per model: its output, or the depth map already made from it on the inference thread.
+    outputs: Vec<Option<Early>>,
     /// Two-stage pose models: the persons found (COCO-17 body keypoints).
     poses: Vec<Option<Vec<Person>>>,
     /// The preprocessed image, kept when a pose model crops it.
@@ -631,7 +630,7 @@ impl LoadedModel {
     }
 
     /// [`LoadedModel::run_grouped`] with each image's outputs passed through
-    /// `take(index into inputs, output, view)` (see [`Net::run_split_with`]).
+    /// `take(index into inputs, output, view)` (see [`crate::runtime::Net::run_split_with`]).
     fn run_grouped_with<T>(
         &self,
         inputs: &[Option<&ModelInput>],
@@ -778,7 +777,6 @@ impl ModelSet {
                 })
                 .collect(),
             outputs: self.models.iter().map(|_| None).collect(),
-            depth_maps: self.models.iter().map(|_| None).collect(),
             poses: self.models.iter().map(|_| None).collect(),
             image: two_stage.then(|| rgb.clone()),
         }
@@ -811,10 +809,8 @@ impl ModelSet {
                 })?;
             let mut pool = self.pool.lock().ok();
             for (r, o) in rows.iter_mut().zip(outs) {
-                match o.and_then(|mut o| o.pop()) {
-                    Some(Early::Raw(a)) => r.outputs[mi] = Some(a),
-                    Some(Early::Map(map)) => r.depth_maps[mi] = Some(map),
-                    None => {}
+                if let Some(mut o) = o {
+                    r.outputs[mi] = o.pop();
                 }
                 // The input is in the batch now: recycle its buffer.
                 if let (
@@ -963,12 +959,14 @@ impl ModelSet {
                 conditions[u.slot] = crate::imaging::encode::encode_png(img.as_raw(), w, h, 3)?;
                 continue;
             }
-            if let Some(map) = &pending.depth_maps[u.model] {
-                let map = map.as_ref().map_err(Clone::clone)?;
-                conditions[u.slot] = crate::imaging::encode::encode_png(map, w, h, 1)?;
-                continue;
-            }
-            let out = pending.outputs[u.model].as_ref().ok_or_else(missing)?;
+            let out = match pending.outputs[u.model].as_ref().ok_or_else(missing)? {
+                Early::Raw(out) => out,
+                Early::Map(map) => {
+                    let map = map.as_ref().map_err(Clone::clone)?;
+                    conditions[u.slot] = crate::imaging::encode::encode_png(map, w, h, 1)?;
+                    continue;
+                }
+            };
             let png = match (m.entry.output.decoder, u.kind) {
                 (DecoderKind::Edge, kind) => {
                     let (_, _, v) = to_image_map(squeeze_map(out.view(), name)?, place, false);

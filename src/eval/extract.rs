@@ -366,10 +366,8 @@ fn put_row(m: &mut Mat<f64>, i: usize, row: &[f32]) -> Result<()> {
 /// fancy upsampling), because other decoders differ by a few levels on many pixels and
 /// feature models amplify that; CMYK JPEGs and other formats use the `image` crate.
 pub fn decode(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        if let Some(img) = crate::imaging::decode::decode_jpeg_libjpeg_turbo(bytes) {
-            return Ok(img);
-        }
+    if let Some(img) = crate::imaging::decode::decode_jpeg_libjpeg_turbo(bytes) {
+        return Ok(img);
     }
     Ok(image::load_from_memory(bytes)
         .with_context(|| format!("cannot decode image {name}"))?

@@ -312,23 +312,10 @@ impl Net {
     }
 
     /// Like [`Net::run`] on a batch of `n` images, each selected output split along its
-    /// first axis into `n` owned per-image arrays, copied once from ONNX Runtime's buffer
-    /// (an output without a batch axis is taken whole when `n == 1`).
-    pub fn run_split(
-        &mut self,
-        input: &str,
-        shape: &[usize],
-        data: Batch<'_>,
-        outputs: &[usize],
-        n: usize,
-    ) -> Result<Vec<Vec<ArrayD<f32>>>> {
-        self.run_split_with(input, shape, data, outputs, n, |_, _, a| Ok(a.to_owned()))
-    }
-
-    /// Like [`Net::run_split`], but each image's part of each selected output is handed to
-    /// `take(image, output, view)` while it is still in ONNX Runtime's buffer: a caller that
-    /// reduces it (a depth map to 8 bits) saves the copy and reads the output while it is
-    /// in cache.
+    /// first axis (an output without a batch axis is taken whole when `n == 1`), and each
+    /// image's part handed to `take(image, output, view)` while it is still in ONNX
+    /// Runtime's buffer: a caller that reduces it (a depth map to 8 bits) saves the copy and
+    /// reads the output while it is in cache; `|_, _, a| Ok(a.to_owned())` copies it once.
     pub fn run_split_with<T>(
         &mut self,
         input: &str,

@@ -295,8 +295,7 @@ impl ParquetSink {
         };
         let status_rel = status_rel(shard);
         let status_tmp = self.store.temp_path(&status_rel);
-        self::parquet::write_status(&status_tmp, status)?;
-        let (bytes, sha256) = hash_file(&status_tmp)?;
+        let (bytes, sha256) = self::parquet::write_status(&status_tmp, status)?;
         stats.status_file = FileInfo {
             file: status_rel.clone(),
             bytes,
@@ -431,23 +430,6 @@ impl std::io::Write for HashingFile {
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
-}
-
-fn hash_file(path: &std::path::Path) -> Result<(u64, String)> {
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("cannot read back {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((bytes, hex::encode(hasher.finalize())))
 }
 
 /// Read every committed stats file of shards `0..num_shards` (missing ones are skipped).

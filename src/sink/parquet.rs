@@ -371,7 +371,8 @@ pub fn status_schema() -> Schema {
 }
 
 /// Write a shard's status rows to `path` (small: one row per input record).
-pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<()> {
+/// Write a shard's status rows; returns the file's size and SHA-256.
+pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<(u64, String)> {
     let schema = Arc::new(status_schema());
     let mut key = StringBuilder::new();
     let mut url = StringBuilder::new();
@@ -399,7 +400,7 @@ pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<()> {
         Arc::new(attempts.finish()),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = HashingFile::create(path)?;
     let props = WriterProperties::builder()
         .set_created_by(concat!("prep ", env!("CARGO_PKG_VERSION")).to_string())
         .set_compression(Compression::ZSTD(
@@ -408,9 +409,8 @@ pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<()> {
         .build();
     let mut w = ArrowWriter::try_new(BufWriter::new(file), schema, Some(props))?;
     w.write(&batch)?;
-    let mut inner = w.into_inner()?;
-    std::io::Write::flush(&mut inner)?;
-    Ok(())
+    let file = w.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+    Ok(file.finish())
 }
 
 /// Read a shard's status rows back.

@@ -19,6 +19,7 @@ from PIL import Image
 
 
 def rows(build):
+    """key -> image column bytes of every data shard of a build."""
     out = {}
     for f in sorted(glob.glob(f"{build}/data/*.parquet")):
         t = pq.read_table(f, columns=["key", "image"]).to_pylist()
