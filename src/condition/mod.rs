@@ -7,6 +7,7 @@
 pub(crate) mod canny;
 pub(crate) mod color;
 pub mod dwpose;
+mod fill;
 mod keypose;
 pub mod model;
 mod seg;

@@ -16,6 +16,7 @@ use image::{GrayImage, RgbImage};
 use ndarray::{ArrayD, IxDyn};
 
 use super::dwpose::{simcc_keypoints, yolox_persons, PoseCrop, YoloxParams};
+use super::fill::{self, Norm};
 use super::{draw_keypose, ConditionKind, KeyposeStyle};
 use crate::cvops::linear::resize_linear_u8;
 use crate::cvops::resize::resize_cubic_u8;
@@ -159,12 +160,13 @@ pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInp
     };
     let data = match spec.dtype {
         DType::F32 => {
-            // Per channel, the normalised value of each of the 256 levels (the same
-            // expression per pixel, so results are bit-identical), and of the padding.
-            let norm = |c: usize, p: f32| (p / spec.divide - spec.mean[c]) / spec.std[c];
-            let lut: [[f32; 256]; 3] =
-                std::array::from_fn(|c| std::array::from_fn(|p| norm(c, p as f32)));
-            let pad: [f32; 3] = std::array::from_fn(|c| norm(c, spec.pad_value));
+            // Every path evaluates the same expression per value (see `fill`), so the
+            // results are bit-identical; the padding's value is that of `pad_value`.
+            let norm = Norm::new(spec.divide, spec.mean, spec.std);
+            let lut = &norm.lut;
+            let pad: [f32; 3] = std::array::from_fn(|c| {
+                Norm::value(spec.divide, spec.mean[c], spec.std[c], spec.pad_value)
+            });
             // Every element is written below: a recycled buffer of the right length is
             // not cleared first.
             let mut v = buf;
@@ -172,37 +174,15 @@ pub fn prepare_into(spec: &InputSpec, rgb: &RgbImage, buf: Vec<f32>) -> ModelInp
             v.resize(iw * ih * 3, 0.0);
             match spec.layout {
                 Layout::Nchw => {
-                    // One pass over the image writes the three planes.
                     let (p0, rest) = v.split_at_mut(ih * iw);
                     let (p1, p2) = rest.split_at_mut(ih * iw);
-                    let rows = p0
-                        .chunks_exact_mut(iw)
-                        .zip(p1.chunks_exact_mut(iw))
-                        .zip(p2.chunks_exact_mut(iw));
-                    let [s0, s1, s2] = order;
-                    let [l0, l1, l2] = &lut;
-                    for (y, ((r0, r1), r2)) in rows.enumerate() {
-                        if y < oy || y >= oy + ch {
-                            r0.fill(pad[0]);
-                            r1.fill(pad[1]);
-                            r2.fill(pad[2]);
-                            continue;
-                        }
-                        for (r, p) in [(&mut *r0, pad[0]), (&mut *r1, pad[1]), (&mut *r2, pad[2])] {
-                            r[..ox].fill(p);
-                            r[ox + cw..].fill(p);
-                        }
-                        let src = &content[(y - oy) * cw * 3..(y - oy + 1) * cw * 3];
-                        let dst = r0[ox..ox + cw]
-                            .iter_mut()
-                            .zip(&mut r1[ox..ox + cw])
-                            .zip(&mut r2[ox..ox + cw]);
-                        for (((d0, d1), d2), px) in dst.zip(src.chunks_exact(3)) {
-                            *d0 = l0[px[s0] as usize];
-                            *d1 = l1[px[s1] as usize];
-                            *d2 = l2[px[s2] as usize];
-                        }
-                    }
+                    let canvas = fill::Canvas {
+                        size: (iw, ih),
+                        content: (cw, ch),
+                        off: (ox, oy),
+                        pad,
+                    };
+                    fill::planes(content, &canvas, order, &norm, [p0, p1, p2]);
                 }
                 Layout::Nhwc => {
                     for y in 0..ih {
