@@ -11,6 +11,7 @@ static ALLOC: prep::alloc::HugePageAlloc = prep::alloc::HugePageAlloc;
 
 fn main() -> ExitCode {
     prep::alloc::tune_malloc();
+    prep::runtime::disable_telemetry_by_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

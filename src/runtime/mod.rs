@@ -106,6 +106,18 @@ pub fn find_library() -> Result<PathBuf> {
     )
 }
 
+/// Keep ONNX Runtime from starting its usage telemetry: the PyPI library otherwise opens
+/// an SQLite store under `~/.cache/Microsoft/DeveloperTools` for events to upload, at every
+/// start (~30 ms before the first session on this machine). A data tool should send
+/// nothing; `ORT_DISABLE_TELEMETRY=0` in the environment keeps the library's default.
+/// Called first thing in `main`, while the process has one thread (the library reads the
+/// variable when it is loaded).
+pub fn disable_telemetry_by_default() {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
+}
+
 static ENV: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> =
     OnceLock::new();
 
@@ -121,6 +133,8 @@ pub fn environment() -> Result<&'static ort::environment::Environment> {
         })?;
         let env = builder
             .with_name("prep")
+            // No usage events (see `disable_telemetry_by_default` for the store itself).
+            .with_telemetry(false)
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", lib.display()))?;
         Ok((lib, env))
