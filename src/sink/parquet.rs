@@ -215,7 +215,9 @@ fn image_array(
     bytes: impl Fn(&Row) -> &[u8],
     path: impl Fn(&Row) -> String,
 ) -> ArrayRef {
-    let mut b = BinaryBuilder::new();
+    // Sized up front: growing by doubling would copy ~100 KB images several times over.
+    let total: usize = rows.iter().map(|r| bytes(r).len()).sum();
+    let mut b = BinaryBuilder::with_capacity(rows.len(), total);
     let mut p = StringBuilder::new();
     for r in rows {
         b.append_value(bytes(r));
