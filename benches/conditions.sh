@@ -78,11 +78,11 @@ print(f"images {n}, threads {threads}, batch {batch}, 512x512, ~5.3 GFLOPs/image
 for i, (a, b, c) in enumerate(rounds, 1):
     tag = f"round {i}: " if len(rounds) > 1 else ""
     print(f"{tag}(a) model alone            {a:7.2f} images/s")
-    print(f"{tag}(b) prep build end to end  {b:7.2f} images/s   (b)/(a) = {b / a:.2f}  (goal >= 0.9)")
-    print(f"{tag}(c) Python ort + OpenCV    {c:7.2f} images/s   (b)/(c) = {b / c:.2f}  (goal >= 1.5)")
+    print(f"{tag}(b) prep build end to end  {b:7.2f} images/s   (b)/(a) = {b / a:.3f}  (goal >= 0.9)")
+    print(f"{tag}(c) Python ort + OpenCV    {c:7.2f} images/s   (b)/(c) = {b / c:.3f}  (goal >= 1.5)")
 if len(rounds) > 1:
     med = statistics.median
     print(f"median of {len(rounds)}: (a) {med(r[0] for r in rounds):.2f}  (b) {med(r[1] for r in rounds):.2f}  "
-          f"(c) {med(r[2] for r in rounds):.2f} images/s;  (b)/(a) = {med(r[1] / r[0] for r in rounds):.2f}  "
-          f"(b)/(c) = {med(r[1] / r[2] for r in rounds):.2f}")
+          f"(c) {med(r[2] for r in rounds):.2f} images/s;  (b)/(a) = {med(r[1] / r[0] for r in rounds):.3f}  "
+          f"(b)/(c) = {med(r[1] / r[2] for r in rounds):.3f}")
 PY
