@@ -1,13 +1,14 @@
-//! One row of a model input: interleaved 8-bit pixels → three normalised float planes,
-//! `(p / divide − mean[c]) / std[c]` in f32, bit-identical to evaluating that expression
-//! per value (the table [`Norm::lut`] holds it for every level).
+//! A model's NCHW float input written from the RGB image: interleaved 8-bit pixels →
+//! three normalised planes, `(p / divide − mean[c]) / std[c]` in f32, bit-identical to
+//! evaluating that expression per value (the table [`Norm::lut`] holds it for every level).
 //!
-//! With AVX2 the row goes 16 pixels at a time: byte shuffles split the channels and the
+//! With AVX2 each row goes 16 pixels at a time: byte shuffles split the channels and the
 //! same IEEE operations (convert, divide, subtract, divide; no fused multiply-add, no
 //! reciprocal) run eight lanes wide, so the results equal the table's bit for bit. A
 //! multiply by a precomputed reciprocal would not: x·(1/127.5) − 1 differs from
-//! x/127.5 − 1 in the last bit for 111 of the 256 levels. Elsewhere, and for the last
-//! pixels of a row, the table is used.
+//! x/127.5 − 1 in the last bit for 111 of the 256 levels. The planes are written with
+//! streaming stores (the network reads them only after other images' inference has gone
+//! through the cache). Without AVX2, and for the last pixels of a row, the table is used.
 
 /// The normalisation of one model input.
 pub struct Norm {
