@@ -108,10 +108,9 @@ pub fn find_library() -> Result<PathBuf> {
 
 /// Keep ONNX Runtime from starting its usage telemetry: the PyPI library otherwise opens
 /// an SQLite store under `~/.cache/Microsoft/DeveloperTools` for events to upload, at every
-/// start (~30 ms before the first session on this machine). A data tool should send
-/// nothing; `ORT_DISABLE_TELEMETRY=0` in the environment keeps the library's default.
-/// Called first thing in `main`, while the process has one thread (the library reads the
-/// variable when it is loaded).
+/// start (~10 ms of a one-image build on this machine). A data tool should send nothing;
+/// `ORT_DISABLE_TELEMETRY=0` in the environment keeps the library's default. Called first
+/// thing in `main`, while the process has one thread and before the library starts.
 pub fn disable_telemetry_by_default() {
     if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
         std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
