@@ -965,18 +965,16 @@ impl ModelSet {
                 }
             };
             let png = match (m.entry.output.decoder, u.kind) {
-                (DecoderKind::Edge, kind) => {
-                    let (_, _, v) = to_image_map(squeeze_map(out.view(), name)?, place, false);
-                    let px = if kind == ConditionKind::Sketch {
-                        binary_edges(&v, self.settings.sketch_threshold)
-                    } else {
-                        soft_edges(&v)
-                    };
-                    crate::imaging::encode::encode_png(&px, w, h, 1)?
-                }
-                (DecoderKind::Depth, _) => {
-                    let (_, _, v) = to_image_map(squeeze_map(out.view(), name)?, place, true);
-                    crate::imaging::encode::encode_png(&depth_u8(&v), w, h, 1)?
+                (decoder @ (DecoderKind::Edge | DecoderKind::Depth), kind) => {
+                    let map = decode_gray(
+                        decoder,
+                        kind,
+                        out,
+                        place,
+                        self.settings.sketch_threshold,
+                        name,
+                    )?;
+                    crate::imaging::encode::encode_png(map.as_raw(), w, h, 1)?
                 }
                 (DecoderKind::Movenet, _) => {
                     let person = movenet_person(out, place, name)?;
@@ -1247,17 +1245,19 @@ impl ModelSet {
     }
 }
 
-/// For tests and benchmarks: decode one output into a gray map without PNG encoding.
+/// An edge or depth model's output as the image-sized 8-bit map of its condition (`sketch`:
+/// binary edges, `hed`: soft edges, `depth`: bicubic back to image size + min–max).
 pub fn decode_gray(
     decoder: DecoderKind,
     kind: ConditionKind,
     out: &ArrayD<f32>,
     place: &Placement,
     sketch_threshold: f32,
+    model: &str,
 ) -> Result<GrayImage, RowFailure> {
     let (w, h) = place.orig;
     let cubic = decoder == DecoderKind::Depth;
-    let (_, _, v) = to_image_map(squeeze_map(out.view(), "model")?, place, cubic);
+    let (_, _, v) = to_image_map(squeeze_map(out.view(), model)?, place, cubic);
     let px = match (decoder, kind) {
         (DecoderKind::Depth, _) => depth_u8(&v),
         (_, ConditionKind::Sketch) => binary_edges(&v, sketch_threshold),

@@ -85,13 +85,11 @@ fn encode_jpeg(
             const { std::cell::RefCell::new(None) };
     }
     COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(turbojpeg::Compressor::new().map_err(fail)?);
-        }
-        let c = c
-            .as_mut()
-            .ok_or_else(|| RowFailure::new("internal", "no JPEG compressor"))?;
+        let mut slot = c.borrow_mut();
+        let c = match &mut *slot {
+            Some(c) => c,
+            empty => empty.insert(turbojpeg::Compressor::new().map_err(fail)?),
+        };
         c.set_quality(i32::from(quality)).map_err(fail)?;
         c.set_subsamp(subsamp).map_err(fail)?;
         let image = turbojpeg::Image {

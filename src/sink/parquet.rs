@@ -11,8 +11,6 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-
-use super::HashingFile;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +26,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::HashingFile;
 use crate::condition::ConditionKind;
 use crate::record::{MetaType, MetaValue};
 
@@ -372,8 +371,8 @@ pub fn status_schema() -> Schema {
     ])
 }
 
-/// Write a shard's status rows to `path` (small: one row per input record).
-/// Write a shard's status rows; returns the file's size and SHA-256.
+/// Write a shard's status rows to `path` (small: one row per input record); returns the
+/// file's size and SHA-256.
 pub fn write_status(path: &Path, rows: &[StatusRow]) -> Result<(u64, String)> {
     let schema = Arc::new(status_schema());
     let mut key = StringBuilder::new();
